@@ -1,0 +1,38 @@
+"""The ``fedseg`` command line: thin wrappers over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from fedseg import __version__
+from fedseg.cli import demo, evaluate, synth, train
+from fedseg.cli.common import USER_ERRORS, setup_logging
+
+COMMANDS = {"synth": synth, "train": train, "evaluate": evaluate, "demo": demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedseg", description="Federated medical image segmentation.")
+    parser.add_argument("--version", action="version", version=f"fedseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return int(COMMANDS[args.command].run(args))
+    except USER_ERRORS as error:
+        print(f"fedseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fedseg {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,124 @@
+"""``fedseg train``: pooled training on one or more centres."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from fedseg.cli.common import add_device, csv_list, key_value, positive_int
+from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
+from fedseg.data.config import DataConfig
+from fedseg.data.crops import CropConfig
+from fedseg.data.splits import SplitConfig
+from fedseg.inference.sliding_window import TilingConfig
+from fedseg.losses import LossConfig
+from fedseg.models import ModelConfig, available_models
+from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
+from fedseg.training.pooled import train
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", type=Path, required=True, help="dataset root: one folder per centre")
+    group.add_argument("--centres", type=csv_list, required=True, help="comma-separated centres to train on")
+    group.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    group.add_argument("--resize", type=int, default=None, help="scale each image's longer side to this at load")
+    group.add_argument("--crop-size", type=int, default=256)
+    group.add_argument(
+        "--foreground-probability",
+        type=float,
+        default=0.5,
+        help="probability a crop is drawn around a foreground pixel (default: 0.5)",
+    )
+    group.add_argument("--augment", choices=AUGMENT_PRESETS, default="strong", help="augmentation preset")
+    group.add_argument("--val-fraction", type=float, default=0.15)
+    group.add_argument("--test-fraction", type=float, default=0.0)
+    group.add_argument(
+        "--label-fraction", type=float, default=1.0, help="fraction of training images whose masks are used"
+    )
+    group.add_argument(
+        "--group-pattern",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="CENTRE=REGEX",
+        help="keep a subject's images together: the regex's first group is the subject id",
+    )
+    group.add_argument("--seed", type=int, default=0)
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    return DataConfig(
+        root=args.data,
+        centres=args.centres,
+        channels=args.channels,
+        resize=args.resize,
+        crop=CropConfig(size=args.crop_size, foreground_probability=args.foreground_probability),
+        augment=AugmentConfig.preset(args.augment),
+        split=SplitConfig(
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            label_fraction=args.label_fraction,
+            group_patterns=dict(args.group_pattern),
+        ),
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="pooled training on one or more centres")
+    add_data_arguments(parser)
+    group = parser.add_argument_group("model and optimisation")
+    group.add_argument("--model", default="unet", choices=available_models())
+    group.add_argument(
+        "--model-option",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option, e.g. widths=[16,32,64,128] or encoder_name=resnet18 (repeatable)",
+    )
+    group.add_argument("--steps", type=positive_int, default=2000)
+    group.add_argument("--batch-size", type=positive_int, default=8)
+    group.add_argument("--lr", type=float, default=3e-3)
+    group.add_argument("--weight-decay", type=float, default=1e-4)
+    group.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
+    group.add_argument("--focal-weight", type=float, default=1.0)
+    group.add_argument("--dice-weight", type=float, default=1.0)
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, required=True, help="run folder")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_device(run)
+    run.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default: 1)")
+    run.add_argument("--checkpoint-every", type=positive_int, default=250)
+    run.add_argument("--val-every", type=int, default=250, help="validate every N steps (0: never)")
+    run.add_argument("--log-every", type=positive_int, default=10)
+    run.add_argument("--tile-size", type=int, default=512, help="validation tile size (default: 512)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = data_config_from_args(args)
+    return TrainConfig(
+        data=data,
+        out=args.out,
+        model=ModelConfig(name=args.model, in_channels=data.channels, options=dict(args.model_option)),
+        loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
+        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
+        tiling=replace(TilingConfig(), tile_size=args.tile_size),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        workers=args.workers,
+        checkpoint_every=args.checkpoint_every,
+        val_every=args.val_every,
+        log_every=args.log_every,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args), resume=args.resume)
+    best = f", best validation Dice {result.best_val_dice:.4f}" if result.best_val_dice is not None else ""
+    print(f"trained {result.steps} steps{best}; checkpoint: {result.last_checkpoint}")
+    return 0

@@ -1,0 +1,1 @@
+"""Scoring a checkpoint on whole images of one or more centres."""

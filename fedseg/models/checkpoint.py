@@ -1,0 +1,124 @@
+"""Self-describing checkpoints: the file alone rebuilds the model and its preprocessing.
+
+A checkpoint is a ``torch.save`` of plain types (loaded with ``weights_only=True``)::
+
+    {"format": "fedseg-checkpoint", "format_version": 1, "fedseg_version": "0.1.0",
+     "model": {"name", "in_channels", "classes", "options"},
+     "preprocessing": {"normalisation", "resize", "channels"},
+     "state_dict": {...}, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedseg import __version__
+from fedseg.files import atomic_torch_save
+from fedseg.models import ModelConfig, build_model
+from fedseg.models.state import clean_state_dict, load_model_state
+
+FORMAT = "fedseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable fedseg checkpoint for this version."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are prepared for the model: channels, optional resize of the longer side, normalisation."""
+
+    channels: int = 3
+    resize: int | None = None
+    normalisation: str = "image"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"channels": self.channels, "resize": self.resize, "normalisation": self.normalisation}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: ModelConfig
+    preprocessing: Preprocessing
+    state_dict: Mapping[str, torch.Tensor]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    fedseg_version: str = __version__
+
+    def build(self) -> nn.Module:
+        """The model with this checkpoint's weights, in eval mode."""
+        model = build_model(self.model)
+        try:
+            load_model_state(model, self.state_dict)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit model '{self.model.name}' with its options: {str(error)[:400]}"
+            ) from None
+        return model.eval()
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    model_config: ModelConfig,
+    preprocessing: Preprocessing,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fedseg_version": __version__,
+        "model": model_config.to_json(),
+        "preprocessing": preprocessing.to_json(),
+        "state_dict": clean_state_dict(model.state_dict()),
+        "meta": dict(meta or {}),
+    }
+    return atomic_torch_save(payload, path)
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint. Raises ``CheckpointError`` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for foreign or damaged files
+        raise CheckpointError(
+            f"{path}: not a readable fedseg checkpoint ({type(error).__name__}: {str(error)[:200]})."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fedseg checkpoint (no '{FORMAT}' header). Use a file written by fedseg.")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {payload.get('format_version')} is not supported "
+            f"by fedseg {__version__} (format {FORMAT_VERSION})."
+        )
+    written_by = str(payload.get("fedseg_version", "unknown"))
+    if _major_minor(written_by) != _major_minor(__version__):
+        raise CheckpointError(
+            f"{path}: written by fedseg {written_by}, but this is fedseg {__version__}. "
+            f"Use fedseg {'.'.join(_major_minor(written_by))}.x to read it."
+        )
+    try:
+        model_config = ModelConfig(**payload["model"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its model description does not fit this fedseg: {error}") from None
+    return Checkpoint(
+        model=model_config,
+        preprocessing=Preprocessing(**payload["preprocessing"]),
+        state_dict=payload["state_dict"],
+        meta=payload.get("meta", {}),
+        fedseg_version=written_by,
+    )

@@ -1,0 +1,1 @@
+"""Training: the pooled (centralised) reference, and the local steps every site runs."""

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedseg.cli import main
+from fedseg.data.layout import list_centres
+
+
+def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["synth", "--out", str(tmp_path), "--centres", "2", "--images", "3", "--size", "64", "--seed", "1"])
+    assert code == 0 and list_centres(tmp_path) == ["centre-01", "centre-02"]
+    assert len(list((tmp_path / "centre-02" / "masks").iterdir())) == 3
+    assert "wrote 2 centres x 3 images" in capsys.readouterr().out
+
+
+def test_bad_input_gives_exit_code_2_and_a_message_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["train", "--data", str(tmp_path / "nowhere"), "--centres", "A", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "nowhere: dataset folder not found" in capsys.readouterr().err
+    (tmp_path / "data" / "A").mkdir(parents=True)
+    code = main(["train", "--data", str(tmp_path / "data"), "--centres", "A", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing 'images/' folder" in err
+
+
+def test_model_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--centres",
+            "A",
+            "--out",
+            str(tmp_path / "run"),
+            "--model-option",
+            "depth=3",
+        ]
+    )
+    assert code == 2 and "has no option(s) ['depth']" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""The shared contract every entry of the model zoo must pass."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from opacus.grad_sample import wrap_model
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+
+from fedseg.losses import FocalDiceLoss
+from fedseg.models import ModelConfig, available_models, build_model, grad_sample_mode
+from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
+from fedseg.models.state import model_state
+
+# Small options keep the CPU contract test fast; every architecture is still built for real.
+SMALL = {"unet": {"widths": [8, 16, 32]}}
+SMP_SMALL = {"encoder_name": "resnet18"}
+MODELS = available_models()
+
+
+def config_for(name: str) -> ModelConfig:
+    return ModelConfig(name=name, options=SMALL.get(name, SMP_SMALL if name.startswith("smp-") else {}))
+
+
+def test_zoo_has_the_required_architectures() -> None:
+    assert {"unet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_on_non_square_sizes(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(config_for(name))
+    for height, width in ((64, 96), (45, 70)):
+        x = torch.randn(2, 3, height, width)
+        logits = model(x)
+        assert logits.shape == (2, 1, height, width)
+        logits.mean().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        model.zero_grad()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_opacus_validator_accepts_model(name: str) -> None:
+    assert ModuleValidator.validate(build_model(config_for(name)), strict=False) == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_real_dp_sgd_step(name: str) -> None:
+    torch.manual_seed(0)
+    config = config_for(name)
+    model = wrap_model(build_model(config), grad_sample_mode=grad_sample_mode(config))
+    optimizer = DPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.05), noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=3
+    )
+    before = {k: v.clone() for k, v in model_state(model).items()}
+    x, y = torch.randn(3, 3, 64, 64), (torch.rand(3, 1, 64, 64) > 0.8).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        per_sample = FocalDiceLoss(reduction="none")(model(x), y)
+        per_sample.mean().backward()
+    for p in model.parameters():
+        if p.requires_grad:
+            assert p.grad_sample is not None and p.grad_sample.shape[0] == 3
+    optimizer.step()
+    after = model_state(model)
+    assert set(after) == set(before)  # the _module. prefix is stripped
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_dict_and_checkpoint_round_trip(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = config_for(name)
+    model = build_model(config).eval()
+    path = save_checkpoint(
+        tmp_path / "m.pt", model=model, model_config=config, preprocessing=Preprocessing(resize=None), meta={"step": 3}
+    )
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.model == config and checkpoint.meta["step"] == 3
+    restored = checkpoint.build()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(model(x), restored(x))

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedseg.configuration import ConfigError
+from fedseg.data.config import DataConfig
+from fedseg.data.crops import CropConfig
+from fedseg.data.splits import SplitConfig
+from fedseg.files import read_jsonl
+from fedseg.inference.sliding_window import TilingConfig
+from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import load_checkpoint
+from fedseg.training import pooled
+from fedseg.training.config import TrainConfig
+
+TINY = ModelConfig(name="unet", options={"widths": [8, 16, 32]})
+
+
+def tiny_config(root: Path, out: Path, **overrides: object) -> TrainConfig:
+    data = DataConfig(
+        root=root, centres=("STARE", "AV-WIDE"), crop=CropConfig(size=64), split=SplitConfig(val_fraction=0.25)
+    )
+    values = dict(
+        data=data,
+        out=out,
+        model=TINY,
+        steps=4,
+        batch_size=2,
+        workers=0,
+        val_every=2,
+        checkpoint_every=2,
+        log_every=1,
+        device="cpu",
+        tiling=TilingConfig(tile_size=64),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_run_folder_holds_config_manifest_log_and_checkpoints(retina_crops: Path, tmp_path: Path) -> None:
+    result = pooled.train(tiny_config(retina_crops, tmp_path / "run"), progress=False)
+    run = tmp_path / "run"
+    assert result.steps == 4 and result.best_val_dice is not None
+    config = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_json(config) == tiny_config(retina_crops, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["centres"]) == {"STARE", "AV-WIDE"}
+    log = read_jsonl(run / "log.jsonl")
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in log if r.get("event") == "validation"] == [2, 4]
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last.meta["step"] == 4 and last.model == TINY
+    assert load_checkpoint(run / "checkpoints" / "best.pt").meta["val_dice"] == result.best_val_dice
+
+
+def test_crash_and_resume_gives_the_uninterrupted_result(
+    retina_crops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        pooled.train(tiny_config(retina_crops, tmp_path / "whole", val_every=0), progress=False)
+        calls = {"n": 0}
+        real_step = pooled.supervised_step
+
+        def crashing_step(*args: object, **kwargs: object) -> float:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("power cut")
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(pooled, "supervised_step", crashing_step)
+        config = tiny_config(retina_crops, tmp_path / "crashed", val_every=0)
+        with pytest.raises(RuntimeError, match="power cut"):
+            pooled.train(config, progress=False)
+        monkeypatch.setattr(pooled, "supervised_step", real_step)
+        pooled.train(config, resume=True, progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt").state_dict
+    resumed = load_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.pt").state_dict
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_existing_run_needs_resume_and_resume_needs_same_settings(retina_crops: Path, tmp_path: Path) -> None:
+    config = tiny_config(retina_crops, tmp_path / "run", steps=2, val_every=0)
+    pooled.train(config, progress=False)
+    with pytest.raises(ConfigError, match="holds a run already. Pass --resume"):
+        pooled.train(config, progress=False)
+    with pytest.raises(ConfigError, match=r"changed: \['batch_size'\]"):
+        pooled.train(replace(config, batch_size=3), resume=True, progress=False)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        pooled.train(replace(config, out=tmp_path / "other"), resume=True, progress=False)
+
+
+def test_training_learns_synthetic_vessels(synth_root: Path, tmp_path: Path) -> None:
+    data = DataConfig(
+        root=synth_root, centres=("centre-01",), crop=CropConfig(size=64), split=SplitConfig(val_fraction=0.34)
+    )
+    config = TrainConfig(
+        data=data,
+        out=tmp_path / "run",
+        model=TINY,
+        steps=100,
+        batch_size=4,
+        workers=0,
+        val_every=100,
+        checkpoint_every=100,
+        device="cpu",
+        tiling=TilingConfig(tile_size=96),
+    )
+    result = pooled.train(config, progress=False)
+    # An untrained model predicts no foreground at all (Dice 0); 100 steps must find the vessels.
+    assert result.best_val_dice is not None and result.best_val_dice > 0.3
