@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedseg demo
+	$(BIN)/python -m simulations.launch demo --fresh
 
 # pytest exits 5 when it collects no tests (e.g. a -k filter that matches nothing): not a failure.
 test: $(STAMP)

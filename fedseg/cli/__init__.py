@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from fedseg import __version__
-from fedseg.cli import demo, evaluate, synth, train
+from fedseg.cli import demo, evaluate, predict, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
 
-COMMANDS = {"synth": synth, "train": train, "evaluate": evaluate, "demo": demo}
+COMMANDS = {"synth": synth, "train": train, "evaluate": evaluate, "predict": predict, "privacy": privacy, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,9 @@ from fedseg.data.splits import SplitConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
+from fedseg.privacy.budget import PrivacyConfig
 from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
 
 
@@ -66,6 +68,42 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     )
 
 
+def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Mean Teacher (semi-supervised: uses images without masks too)")
+    group.add_argument("--mean-teacher", action="store_true", help="train with an EMA teacher and consistency loss")
+    group.add_argument("--ema-decay", type=float, default=MeanTeacherConfig.ema_decay)
+    group.add_argument("--consistency-weight", type=float, default=MeanTeacherConfig.consistency_weight)
+    group.add_argument(
+        "--consistency-rampup",
+        type=int,
+        default=MeanTeacherConfig.rampup_steps,
+        help="steps of the sigmoid ramp-up of the consistency weight",
+    )
+
+
+def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image)")
+    group.add_argument("--dp-epsilon", type=float, default=None, help="privacy budget epsilon (enables DP-SGD)")
+    group.add_argument("--dp-delta", type=float, default=None, help="delta (default: min(1e-5, 1/(10 n)))")
+    group.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping bound (default: 1.0)")
+
+
+def mean_teacher_from_args(args: argparse.Namespace) -> MeanTeacherConfig | None:
+    if not args.mean_teacher:
+        return None
+    return MeanTeacherConfig(
+        ema_decay=args.ema_decay, consistency_weight=args.consistency_weight, rampup_steps=args.consistency_rampup
+    )
+
+
+def privacy_from_args(args: argparse.Namespace, *, planned_rounds: int = 1) -> PrivacyConfig | None:
+    if args.dp_epsilon is None:
+        return None
+    return PrivacyConfig(
+        epsilon=args.dp_epsilon, delta=args.dp_delta, max_grad_norm=args.max_grad_norm, planned_rounds=planned_rounds
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="pooled training on one or more centres")
     add_data_arguments(parser)
@@ -86,6 +124,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
     group.add_argument("--focal-weight", type=float, default=1.0)
     group.add_argument("--dice-weight", type=float, default=1.0)
+    add_semi_supervised_arguments(parser)
+    add_privacy_arguments(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, required=True, help="run folder")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -106,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
         tiling=replace(TilingConfig(), tile_size=args.tile_size),
+        mean_teacher=mean_teacher_from_args(args),
+        privacy=privacy_from_args(args),
         steps=args.steps,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -120,5 +162,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     result = train(config_from_args(args), resume=args.resume)
     best = f", best validation Dice {result.best_val_dice:.4f}" if result.best_val_dice is not None else ""
-    print(f"trained {result.steps} steps{best}; checkpoint: {result.last_checkpoint}")
+    spent = f", epsilon spent {result.epsilon:.3f}" if result.epsilon is not None else ""
+    print(f"trained {result.steps} steps{best}{spent}; checkpoint: {result.last_checkpoint}")
     return 0

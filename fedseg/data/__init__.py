@@ -2,7 +2,7 @@
 
 from fedseg.data.augment import AugmentConfig
 from fedseg.data.config import DataConfig
-from fedseg.data.crops import BatchKeys, CropConfig, TrainingCrops
+from fedseg.data.crops import CropConfig, TrainingCrops
 from fedseg.data.errors import DataError
 from fedseg.data.layout import ImageRecord, list_centres, scan_centre, scan_dataset
 from fedseg.data.loading import LoadedImage, load_record

@@ -1,20 +1,19 @@
 """Training crops: random windows of the loaded images, rescaled, augmented and standardised.
 
 An item is addressed by a key ``(image_index, sample_seed)`` so that the crop drawn for a
-key is the same in any worker process and after a resume. ``BatchKeys`` produces those
-keys for step ``s`` of a run from ``(seed, s)`` alone.
+key is the same in any worker process and after a resume (see :mod:`fedseg.data.sampling`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from fedseg.data.augment import AugmentConfig, build_augmentation
 from fedseg.data.loading import LoadedImage
@@ -126,29 +125,3 @@ class TrainingCrops(Dataset):
             "labelled": bool(self.labelled[index]),
             "index": index,
         }
-
-
-class BatchKeys(Sampler[list[SampleKey]]):
-    """Batches of ``batch_size`` keys drawn uniformly with replacement, for steps ``start..stop-1``.
-
-    The keys of step ``s`` depend only on ``(seed, s)``, so a resumed run draws the same crops.
-    """
-
-    def __init__(self, n_images: int, batch_size: int, *, seed: int, start: int, stop: int) -> None:
-        if n_images < 1 or batch_size < 1:
-            raise ValueError(f"need n_images >= 1 and batch_size >= 1, got {n_images}, {batch_size}")
-        self.n_images, self.batch_size, self.seed = n_images, batch_size, seed
-        self.start, self.stop = start, stop
-
-    def keys_for_step(self, step: int) -> list[SampleKey]:
-        rng = np.random.default_rng([self.seed, step])
-        indices = rng.integers(0, self.n_images, size=self.batch_size)
-        seeds = rng.integers(0, 2**31 - 1, size=self.batch_size)
-        return [(int(i), int(s)) for i, s in zip(indices, seeds)]
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        for step in range(self.start, self.stop):
-            yield self.keys_for_step(step)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)

@@ -1,7 +1,8 @@
 """``fedseg evaluate``: score a checkpoint on whole images of held-out (or any) centres.
 
-Writes ``metrics.json`` shaped ``{"centres": {"C": {"n_images", "dice", "iou", ...}}}`` and
-``per_image.csv`` into the output folder.
+Writes into the output folder: ``metrics.json`` (``{"centres": {"C": {"n_images", "dice",
+"dice_ci95", "iou", ...}}}``), ``per_image.csv``, ``report.md``, ``dice_by_centre.png`` and
+``overlays/`` with the best, median and worst image of each centre.
 """
 
 from __future__ import annotations
@@ -9,18 +10,24 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedseg.data.layout import scan_dataset
+import numpy as np
+
+from fedseg import __version__
+from fedseg.data.layout import ImageRecord, scan_dataset
+from fedseg.data.loading import load_record
 from fedseg.data.splits import load_manifest
 from fedseg.devices import resolve_device
+from fedseg.evaluation.report import save_overlay, write_report
 from fedseg.evaluation.scoring import CentreResult, centre_metrics, score_records
+from fedseg.evaluation.threshold import pick_threshold, validation_records
 from fedseg.files import atomic_write_json, atomic_write_text
-from fedseg.inference.sliding_window import TilingConfig
-from fedseg.models.checkpoint import load_checkpoint
+from fedseg.inference.crf import refine
+from fedseg.inference.predictor import InferenceConfig, Predictor
+from fedseg.models.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +49,22 @@ PER_IMAGE_COLUMNS = (
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """What to score and how. ``pick_threshold`` chooses it on the training centres' validation images."""
+
     checkpoint: Path
     data: Path
     centres: tuple[str, ...]
     out: Path
-    tile_size: int | None = None
-    overlap: float = 0.5
-    tile_batch: int = 8
-    threshold: float = 0.5
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    pick_threshold: bool = False
+    val_manifest: Path | None = None
+    val_data: Path | None = None
     device: str = "auto"
     manifest: Path | None = None
     split: str = "all"
+    examples: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        TilingConfig(tile_size=self.tile_size or 256, overlap=self.overlap, batch_size=self.tile_batch)
         if self.split != "all" and self.manifest is None:
             raise ValueError(f"--split {self.split} needs --manifest (the run's manifest.json)")
 
@@ -72,50 +79,104 @@ class EvaluationReport:
         return [failure for result in self.results for failure in result.failures]
 
 
-def tiling_for(config: EvaluateConfig, meta: Mapping[str, Any]) -> TilingConfig:
-    """Tiles of ``--tile-size``, else twice the checkpoint's training crop (more context, same scale)."""
-    tile = config.tile_size or 2 * int(meta.get("crop_size", 128))
-    return TilingConfig(tile_size=tile, overlap=config.overlap, batch_size=config.tile_batch)
-
-
-def per_image_csv(results: list[CentreResult]) -> str:
+def per_image_csv(results: list[CentreResult], with_crf: bool) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_COLUMNS)
+    columns = PER_IMAGE_COLUMNS + (("dice_without_crf",) if with_crf else ())
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for result in results:
         writer.writerows(result.rows)
     return buffer.getvalue()
 
 
+def _threshold(config: EvaluateConfig, checkpoint: Checkpoint, predictor: Predictor) -> tuple[float, str]:
+    if not config.pick_threshold:
+        return config.inference.threshold, "fixed"
+    manifest = config.val_manifest or checkpoint.meta.get("manifest")
+    data = config.val_data or checkpoint.meta.get("data_root")
+    if manifest is None or data is None:
+        raise ValueError(
+            "--pick-threshold needs the training run's validation images: pass --val-manifest "
+            "RUN/manifest.json and --val-data ROOT"
+        )
+    records = validation_records(Path(manifest), Path(data))
+    held_out = set(config.centres) - {r.centre for r in records}
+    choice = pick_threshold(predictor, records)
+    logger.info(
+        "threshold %.2f chosen on %d validation images of %s (held-out centres not used: %s)",
+        choice.threshold,
+        choice.n_images,
+        ", ".join(choice.centres),
+        ", ".join(sorted(held_out)) or "none",
+    )
+    return choice.threshold, f"chosen on {choice.n_images} validation images of {', '.join(choice.centres)}"
+
+
+def _examples(
+    config: EvaluateConfig,
+    predictor: Predictor,
+    records: dict[str, list[ImageRecord]],
+    results: list[CentreResult],
+    threshold: float,
+) -> list[tuple[str, str, str, float]]:
+    """Overlay PNGs of the best, median and worst image of each centre."""
+    examples = []
+    for result in results:
+        rows = sorted(result.rows, key=lambda row: row["dice"])
+        if not rows:
+            continue
+        picks = {"worst": rows[0], "median": rows[len(rows) // 2], "best": rows[-1]}
+        by_stem = {r.stem: r for r in records[result.centre]}
+        for rank, row in picks.items():
+            loaded = load_record(by_stem[row["image"]], channels=predictor.preprocessing.channels)
+            probabilities = predictor.probabilities(loaded.image, loaded.fov)
+            if config.inference.crf is not None:
+                probabilities = refine(loaded.image, probabilities, config.inference.crf)
+            prediction = probabilities > threshold
+            if loaded.fov is not None:
+                prediction &= loaded.fov
+            file_name = f"{result.centre}_{rank}_{row['image']}.png"
+            save_overlay(
+                config.out / "overlays" / file_name,
+                loaded.image,
+                np.asarray(loaded.mask),
+                prediction,
+                f"{result.centre} {row['image']}  Dice {row['dice']:.3f}",
+            )
+            examples.append((result.centre, rank, file_name, float(row["dice"])))
+    return examples
+
+
 def evaluate(config: EvaluateConfig, *, progress: bool = True) -> EvaluationReport:
     checkpoint = load_checkpoint(config.checkpoint)
-    device = resolve_device(config.device)
-    model = checkpoint.build().to(device)
-    tiling = tiling_for(config, checkpoint.meta)
-    records = scan_dataset(config.data, config.centres)
+    predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    threshold, source = _threshold(config, checkpoint, predictor)
+    records = {c: list(r) for c, r in scan_dataset(config.data, config.centres).items()}
     if config.manifest is not None:
         manifest = load_manifest(config.manifest)
-        records = {c: tuple(manifest.select(r, config.split)) for c, r in records.items()}
+        records = {c: manifest.select(r, config.split) for c, r in records.items()}
     results = [
-        score_records(
-            model,
-            checkpoint.preprocessing,
-            list(r),
-            tiling=tiling,
-            device=device,
-            threshold=config.threshold,
-            progress=progress,
-        )
+        score_records(predictor, r, threshold=threshold, crf=config.inference.crf, progress=progress)
         for r in records.values()
         if r
     ]
-    metrics = {
+    metrics: dict[str, Any] = {
         "checkpoint": str(config.checkpoint),
+        "fedseg_version": __version__,
         "model": checkpoint.model.to_json(),
-        "threshold": config.threshold,
-        "tiling": {"tile_size": tiling.tile_size, "overlap": tiling.overlap},
+        "settings": {
+            "threshold": threshold,
+            "threshold_source": source,
+            "tta": config.inference.tta,
+            "crf": None if config.inference.crf is None else vars(config.inference.crf),
+            "tile_size": predictor.tiling.tile_size,
+            "overlap": predictor.tiling.overlap,
+        },
         "centres": {result.centre: centre_metrics(result) for result in results},
     }
+    config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config.out / "metrics.json", metrics)
-    atomic_write_text(config.out / "per_image.csv", per_image_csv(results))
+    atomic_write_text(config.out / "per_image.csv", per_image_csv(results, config.inference.crf is not None))
+    examples = _examples(config, predictor, records, results, threshold) if config.examples else []
+    write_report(config.out, metrics, examples)
     return EvaluationReport(metrics=metrics, results=results)

@@ -19,6 +19,7 @@ from torch import nn
 from fedseg.data.loading import resize_image, resized_shape
 from fedseg.data.normalise import normalise
 from fedseg.devices import autocast
+from fedseg.inference.tta import average_over, tta_transforms
 from fedseg.models.checkpoint import Preprocessing
 
 
@@ -84,10 +85,15 @@ def predict_probabilities(
     *,
     device: torch.device,
     fov: np.ndarray | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Float32 ``H x W`` foreground probabilities at the image's native size (0 outside ``fov``)."""
+    """Float32 ``H x W`` foreground probabilities at the image's native size (0 outside ``fov``).
+
+    With ``tta`` the map is the mean over the eight flips and 90-degree rotations.
+    """
     native = image.shape[:2]
-    probabilities = predict_tensor(model, prepare(image, preprocessing), tiling, device)
+    inputs = prepare(image, preprocessing)
+    probabilities = average_over(tta_transforms(tta), lambda x: predict_tensor(model, x, tiling, device), inputs)
     if probabilities.shape[-2:] != native:
         probabilities = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
     result = probabilities[0, 0].numpy()

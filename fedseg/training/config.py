@@ -10,6 +10,8 @@ from fedseg.data.config import DataConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
+from fedseg.privacy.budget import PrivacyConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -44,6 +46,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    mean_teacher: MeanTeacherConfig | None = None
+    privacy: PrivacyConfig | None = None
     steps: int = 2000
     batch_size: int = 8
     seed: int = 0

@@ -1,39 +1,40 @@
 """Pooled training: the centralised reference that every federated result is compared to.
 
+It runs the same local-training code a site runs (``LocalTrainer``), over the pooled centres,
+so Mean Teacher and DP-SGD behave here exactly as in the federation.
+
 Run folder::
 
     config.json        the TrainConfig (a resumed run must match it)
     manifest.json      the splits
     log.jsonl          one line per logged step and per validation
+    privacy.jsonl      the privacy ledger (with --dp-epsilon): one line per checkpoint interval
     checkpoints/last.pt, best.pt     self-describing model checkpoints
-    checkpoints/resume.pt            model, optimiser and schedule state for --resume
+    checkpoints/resume.pt            model, optimiser and local state for --resume
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fedseg.configuration import ConfigError
-from fedseg.data.crops import BatchKeys, TrainingCrops
+from fedseg.data.crops import TrainingCrops
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
 from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json
-from fedseg.losses import FocalDiceLoss
-from fedseg.models import build_model
+from fedseg.inference.predictor import Predictor
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
-from fedseg.models.state import clean_state_dict
+from fedseg.models.state import unwrap
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
-from fedseg.training.engine import supervised_step
-from fedseg.training.schedule import build_optimizer, build_scheduler
+from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class TrainResult:
     steps: int
     best_val_dice: float | None
     last_checkpoint: Path
+    epsilon: float | None = None
 
 
 class RunFolder:
@@ -54,6 +56,7 @@ class RunFolder:
         self.config = self.root / "config.json"
         self.manifest = self.root / "manifest.json"
         self.log = self.root / "log.jsonl"
+        self.privacy = self.root / "privacy.jsonl"
         self.last = self.root / "checkpoints" / "last.pt"
         self.best = self.root / "checkpoints" / "best.pt"
         self.resume = self.root / "checkpoints" / "resume.pt"
@@ -78,25 +81,25 @@ def preprocessing_of(config: TrainConfig) -> Preprocessing:
     )
 
 
-def _validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device: torch.device) -> float | None:
+def local_config_of(config: TrainConfig) -> LocalConfig:
+    return LocalConfig(
+        loss=config.loss,
+        optim=config.optim,
+        batch_size=config.batch_size,
+        mean_teacher=config.mean_teacher,
+        privacy=config.privacy,
+    )
+
+
+def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device: torch.device) -> float | None:
+    """Mean Dice over the run's validation images (None when there are none)."""
     if not data.val:
         return None
-    model.eval()
     by_centre: dict[str, list] = {}
     for record in data.val:
         by_centre.setdefault(record.centre, []).append(record)
-    results = [
-        score_records(
-            model,
-            preprocessing_of(config),
-            records,
-            tiling=config.tiling,
-            device=device,
-            with_hd95=False,
-            progress=False,
-        )
-        for records in by_centre.values()
-    ]
+    predictor = Predictor(unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=device)
+    results = [score_records(predictor, records, with_hd95=False, progress=False) for records in by_centre.values()]
     model.train()
     return mean_dice(results)
 
@@ -112,97 +115,130 @@ class PooledTrainer:
         atomic_write_json(self.folder.config, config.to_json())
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.data = prepare_run_data(config.data, self.folder.manifest, progress=progress)
-        self.dataset = TrainingCrops(
+        self.data = prepare_run_data(
+            config.data, self.folder.manifest, include_unlabelled=config.mean_teacher is not None, progress=progress
+        )
+        dataset = TrainingCrops(
             self.data.train, crop=config.data.crop, augment=config.data.augment, normalisation=config.data.normalisation
         )
-        self.model = build_model(config.model).to(self.device)
-        self.optimizer = build_optimizer(self.model, config.optim)
-        self.scheduler = build_scheduler(self.optimizer, config.steps, config.optim)
-        self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
-        self.step: int = 0
-        self.best: float | None = None
-        if resume:
-            self._load_resume()
+        saved = torch.load(self.folder.resume, map_location="cpu", weights_only=True) if resume else None
+        self.best: float | None = saved["best"] if saved else None
+        self.trainer = LocalTrainer(
+            model_config=config.model,
+            config=local_config_of(config),
+            dataset=dataset,
+            device=self.device,
+            seed=config.seed,
+            planned_steps=config.steps,
+            schedule_steps=config.steps,
+            workers=config.workers,
+            initial_weights=saved["model"] if saved else None,
+            state=LocalState.from_bytes(saved["local_state"]) if saved else None,
+        )
+        if saved:
+            self.trainer.optimizer.load_state_dict(saved["optimizer"])
+            logger.info("resumed %s at step %d", self.folder.root, self.step)
 
-    def _load_resume(self) -> None:
-        state = torch.load(self.folder.resume, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.best = int(state["step"]), state["best"]
-        logger.info("resumed %s at step %d", self.folder.root, self.step)
+    @property
+    def step(self) -> int:
+        return self.trainer.state.step
+
+    def _meta(self) -> dict[str, Any]:
+        """What a checkpoint records about its run: step, crop size, and where its validation images are."""
+        return {
+            "step": self.step,
+            "crop_size": self.config.data.crop.size,
+            "data_root": str(self.config.data.root.resolve()),
+            "centres": list(self.config.data.centres),
+            "manifest": str(self.folder.manifest.resolve()),
+        }
 
     def _save(self) -> None:
-        meta = {"step": self.step, "best_val_dice": self.best, "crop_size": self.config.data.crop.size}
+        model = unwrap(self.trainer.student)
         save_checkpoint(
             self.folder.last,
-            model=self.model,
+            model=model,
             model_config=self.config.model,
             preprocessing=preprocessing_of(self.config),
-            meta=meta,
+            meta={**self._meta(), "best_val_dice": self.best},
         )
         atomic_torch_save(
             {
-                "model": clean_state_dict(self.model.state_dict()),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "step": self.step,
+                "model": self.trainer.weights(),
+                "optimizer": self.trainer.optimizer.state_dict(),
+                "local_state": self.trainer.export_state().to_bytes(),
                 "best": self.best,
             },
             self.folder.resume,
         )
 
-    def _maybe_validate(self) -> None:
-        dice = _validate(self.model, self.config, self.data, self.device)
+    def _validate(self) -> None:
+        dice = validate(self.trainer.student, self.config, self.data, self.device)
         append_jsonl(self.folder.log, {"step": self.step, "event": "validation", "val_dice": dice})
         if dice is not None and (self.best is None or dice > self.best):
             self.best = dice
             save_checkpoint(
                 self.folder.best,
-                model=self.model,
+                model=unwrap(self.trainer.student),
                 model_config=self.config.model,
                 preprocessing=preprocessing_of(self.config),
-                meta={"step": self.step, "val_dice": dice, "crop_size": self.config.data.crop.size},
+                meta={**self._meta(), "val_dice": dice},
             )
 
-    def _loader(self) -> DataLoader:
-        keys = BatchKeys(
-            len(self.dataset), self.config.batch_size, seed=self.config.seed, start=self.step, stop=self.config.steps
+    def _ledger(self, steps: int) -> None:
+        privacy = self.trainer.state.privacy
+        if privacy is None:
+            return
+        epsilon = privacy.epsilon()
+        append_jsonl(
+            self.folder.privacy,
+            {
+                "site": "pooled",
+                "round": self.step // self.config.checkpoint_every,
+                "step": self.step,
+                "sampling_rate": privacy.sample_rate,
+                "noise_multiplier": privacy.noise_multiplier,
+                "steps": steps,
+                "epsilon": epsilon,
+                "delta": privacy.delta,
+                "epsilon_budget": privacy.epsilon_budget,
+                "budget_left": privacy.epsilon_budget - epsilon,
+                "accountant": privacy.accountant,
+            },
         )
-        return DataLoader(
-            self.dataset, batch_sampler=keys, num_workers=self.config.workers, pin_memory=self.device.type == "cuda"
-        )
+
+    def _next_stop(self) -> int:
+        every = [self.config.checkpoint_every] + ([self.config.val_every] if self.config.val_every else [])
+        stops = [(self.step // k + 1) * k for k in every] + [self.config.steps]
+        return min(stops)
 
     def run(self) -> TrainResult:
         config = self.config
-        self.model.train()
         bar = tqdm(total=config.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
-        started, losses = time.perf_counter(), []
+        window: list[tuple[float, float]] = []
+
+        def on_step(trainer: LocalTrainer, supervised: float, consistency: float) -> None:
+            bar.update(1)
+            window.append((supervised, consistency))
+            if trainer.state.step % config.log_every == 0 or trainer.state.step == config.steps:
+                record = {
+                    "step": trainer.state.step,
+                    "loss": sum(w[0] for w in window) / len(window),
+                    "consistency": sum(w[1] for w in window) / len(window),
+                    "lr": trainer._lr(),
+                }
+                append_jsonl(self.folder.log, record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                window.clear()
+
         try:
-            for batch in self._loader():
-                losses.append(
-                    supervised_step(
-                        self.model, batch, loss_fn=self.loss_fn, optimizer=self.optimizer, device=self.device
-                    )
-                )
-                self.scheduler.step()
-                self.step += 1
-                bar.update(1)
-                if self.step % config.log_every == 0 or self.step == config.steps:
-                    elapsed = time.perf_counter() - started
-                    record = {
-                        "step": self.step,
-                        "loss": sum(losses) / len(losses),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "seconds_per_step": elapsed / len(losses),
-                    }
-                    append_jsonl(self.folder.log, record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    started, losses = time.perf_counter(), []
+            while self.step < config.steps:
+                stop = self._next_stop()
+                stats = self.trainer.run(stop - self.step, on_step=on_step)
                 if config.val_every and (self.step % config.val_every == 0 or self.step == config.steps):
-                    self._maybe_validate()
+                    self._validate()
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self._ledger(stats.steps)
                     self._save()
         except KeyboardInterrupt:
             logger.warning("interrupted at step %d; saving so that --resume continues from here", self.step)
@@ -210,8 +246,13 @@ class PooledTrainer:
             raise
         finally:
             bar.close()
+        privacy = self.trainer.state.privacy
         return TrainResult(
-            run=self.folder.root, steps=self.step, best_val_dice=self.best, last_checkpoint=self.folder.last
+            run=self.folder.root,
+            steps=self.step,
+            best_val_dice=self.best,
+            last_checkpoint=self.folder.last,
+            epsilon=privacy.epsilon() if privacy else None,
         )
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedseg.data.augment import AugmentConfig
-from fedseg.data.crops import BatchKeys, CropConfig, TrainingCrops, extract_window
+from fedseg.data.crops import CropConfig, TrainingCrops, extract_window
 from fedseg.data.layout import scan_centre
 from fedseg.data.loading import load_record
 
@@ -88,13 +88,6 @@ def test_extract_window_pads_outside_the_image() -> None:
     array = np.arange(12).reshape(3, 4)
     window = extract_window(array, -1, 2, 3, 4)
     np.testing.assert_array_equal(window, [[0, 0, 0, 0], [2, 3, 0, 0], [6, 7, 0, 0]])
-
-
-def test_batch_keys_depend_only_on_seed_and_step() -> None:
-    full = list(BatchKeys(10, 4, seed=3, start=0, stop=6))
-    resumed = list(BatchKeys(10, 4, seed=3, start=4, stop=6))
-    assert full[4:] == resumed and len(full) == 6
-    assert full != list(BatchKeys(10, 4, seed=4, start=0, stop=6))
 
 
 def test_bad_crop_config_is_refused() -> None:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from opacus.grad_sample import wrap_model
-from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 
 from fedseg.losses import FocalDiceLoss
 from fedseg.models import ModelConfig, available_models, build_model, grad_sample_mode
 from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
 from fedseg.models.state import model_state
+from fedseg.privacy.dp_sgd import make_private
 
 # Small options keep the CPU contract test fast; every architecture is still built for real.
 SMALL = {"unet": {"widths": [8, 16, 32]}}
@@ -52,9 +51,14 @@ def test_opacus_validator_accepts_model(name: str) -> None:
 def test_one_real_dp_sgd_step(name: str) -> None:
     torch.manual_seed(0)
     config = config_for(name)
-    model = wrap_model(build_model(config), grad_sample_mode=grad_sample_mode(config))
-    optimizer = DPOptimizer(
-        torch.optim.SGD(model.parameters(), lr=0.05), noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=3
+    plain = build_model(config)
+    model, optimizer = make_private(
+        plain,
+        torch.optim.SGD(plain.parameters(), lr=0.05),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=3,
+        grad_sample_mode=grad_sample_mode(config),
     )
     before = {k: v.clone() for k, v in model_state(model).items()}
     x, y = torch.randn(3, 3, 64, 64), (torch.rand(3, 1, 64, 64) > 0.8).float()

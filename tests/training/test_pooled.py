@@ -17,6 +17,7 @@ from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import load_checkpoint
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
+from fedseg.training.local import LocalTrainer
 
 TINY = ModelConfig(name="unet", options={"widths": [8, 16, 32]})
 
@@ -65,19 +66,19 @@ def test_crash_and_resume_gives_the_uninterrupted_result(
     try:
         pooled.train(tiny_config(retina_crops, tmp_path / "whole", val_every=0), progress=False)
         calls = {"n": 0}
-        real_step = pooled.supervised_step
+        real_step = LocalTrainer.train_step
 
-        def crashing_step(*args: object, **kwargs: object) -> float:
+        def crashing_step(self: LocalTrainer, batch: object) -> tuple:
             calls["n"] += 1
             if calls["n"] == 3:
                 raise RuntimeError("power cut")
-            return real_step(*args, **kwargs)
+            return real_step(self, batch)
 
-        monkeypatch.setattr(pooled, "supervised_step", crashing_step)
+        monkeypatch.setattr(LocalTrainer, "train_step", crashing_step)
         config = tiny_config(retina_crops, tmp_path / "crashed", val_every=0)
         with pytest.raises(RuntimeError, match="power cut"):
             pooled.train(config, progress=False)
-        monkeypatch.setattr(pooled, "supervised_step", real_step)
+        monkeypatch.setattr(LocalTrainer, "train_step", real_step)
         pooled.train(config, resume=True, progress=False)
     finally:
         torch.use_deterministic_algorithms(False)

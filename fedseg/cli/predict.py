@@ -1,0 +1,40 @@
+"""``fedseg predict``: one binary PNG mask per image of a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedseg.cli.common import add_device
+from fedseg.cli.evaluate import add_inference_arguments, inference_config_from_args
+from fedseg.inference.predict import PredictConfig, predict_folder
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="write a binary mask per image of a folder")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--images", type=Path, required=True, help="folder of images")
+    parser.add_argument("--out", type=Path, required=True, help="folder for <stem>.png masks")
+    parser.add_argument("--probabilities", action="store_true", help="also write <stem>_prob.png (probability x 255)")
+    add_inference_arguments(parser)
+    add_device(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = PredictConfig(
+        checkpoint=args.checkpoint,
+        images=args.images,
+        out=args.out,
+        inference=inference_config_from_args(args),
+        probabilities=args.probabilities,
+        device=args.device,
+    )
+    report = predict_folder(config)
+    masks = [p for p in report.written if not p.stem.endswith("_prob")]
+    print(f"wrote {len(masks)} mask(s) to {args.out}")
+    if report.failures:
+        print(f"{len(report.failures)} image(s) could not be read and were skipped:")
+        for failure in report.failures:
+            print(f"  {failure}")
+        return 1
+    return 0

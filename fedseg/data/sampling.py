@@ -1,0 +1,104 @@
+"""Which crops each training step draws, as keys ``(image_index, sample_seed)``.
+
+The keys of step ``s`` depend only on ``(seed, s)``, so a resumed run draws the same crops.
+``PoissonKeys`` is DP-SGD's sampler: each image joins a step's batch independently with
+probability ``sample_rate`` (batches can be empty), which privacy amplification by
+subsampling assumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+SampleKey = tuple[int, int]
+
+
+class KeySampler(Protocol):
+    def keys_for_step(self, step: int) -> list[SampleKey]: ...
+
+
+def _with_seeds(indices: np.ndarray, rng: np.random.Generator) -> list[SampleKey]:
+    seeds = rng.integers(0, 2**31 - 1, size=len(indices))
+    return [(int(i), int(s)) for i, s in zip(indices, seeds)]
+
+
+class UniformKeys:
+    """``batch_size`` images drawn uniformly with replacement from ``pool``."""
+
+    def __init__(self, pool: Sequence[int], batch_size: int, *, seed: int) -> None:
+        if len(pool) < 1 or batch_size < 1:
+            raise ValueError(f"need a non-empty pool and batch_size >= 1, got {len(pool)}, {batch_size}")
+        self.pool, self.batch_size, self.seed = np.asarray(pool), batch_size, seed
+
+    def keys_for_step(self, step: int) -> list[SampleKey]:
+        rng = np.random.default_rng([self.seed, step])
+        return _with_seeds(self.pool[rng.integers(0, len(self.pool), size=self.batch_size)], rng)
+
+
+class StratifiedKeys:
+    """A fixed share of each batch from the labelled pool, the rest from the unlabelled pool (Mean Teacher)."""
+
+    def __init__(
+        self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, *, labelled_share: float, seed: int
+    ) -> None:
+        if not labelled:
+            raise ValueError("Mean Teacher needs at least one labelled image")
+        n_labelled = max(1, round(batch_size * labelled_share)) if unlabelled else batch_size
+        self.labelled = UniformKeys(labelled, n_labelled, seed=seed)
+        self.unlabelled = (
+            UniformKeys(unlabelled, batch_size - n_labelled, seed=seed + 1) if n_labelled < batch_size else None
+        )
+
+    def keys_for_step(self, step: int) -> list[SampleKey]:
+        keys = self.labelled.keys_for_step(step)
+        return keys + (self.unlabelled.keys_for_step(step) if self.unlabelled is not None else [])
+
+
+class PoissonKeys:
+    """Each image of ``pool`` is in a step's batch independently with probability ``sample_rate``."""
+
+    def __init__(self, pool: Sequence[int], sample_rate: float, *, seed: int) -> None:
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        self.pool, self.sample_rate, self.seed = np.asarray(pool), sample_rate, seed
+
+    def keys_for_step(self, step: int) -> list[SampleKey]:
+        rng = np.random.default_rng([self.seed, step, 7])
+        return _with_seeds(self.pool[rng.random(len(self.pool)) < self.sample_rate], rng)
+
+
+class StepBatches(Sampler[list[SampleKey]]):
+    """The key lists of steps ``start..stop-1`` (a batch sampler for a DataLoader)."""
+
+    def __init__(self, keys: KeySampler, *, start: int, stop: int) -> None:
+        self.keys, self.start, self.stop = keys, start, stop
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        for step in range(self.start, self.stop):
+            yield self.keys.keys_for_step(step)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def collate_or_none(items: list) -> dict[str, torch.Tensor] | None:
+    """``default_collate``, or None for an empty (Poisson) batch."""
+    return default_collate(items) if items else None
+
+
+def step_loader(
+    dataset: Dataset, keys: KeySampler, *, start: int, stop: int, workers: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """Batches for steps ``start..stop-1``; an empty batch comes out as None."""
+    return DataLoader(
+        dataset,
+        batch_sampler=StepBatches(keys, start=start, stop=stop),
+        num_workers=workers,
+        collate_fn=collate_or_none,
+        pin_memory=pin_memory,
+    )

@@ -1,0 +1,1 @@
+"""What the Flower apps call: site training, held-out evaluation, aggregation. No Flower imports here."""

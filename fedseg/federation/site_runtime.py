@@ -1,0 +1,187 @@
+"""Everything a site does for the federation, behind three calls: describe, train, evaluate.
+
+The site's private state (EMA teacher, privacy accountant, step count) is kept on the site's
+own disk (``state_dir``), written atomically after every round. A train request the site has
+already answered (same round, same global weights: the server resumed after a crash) is
+answered again from the stored reply, so that no privacy is spent twice and the result is
+the same.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedseg.devices import resolve_device
+from fedseg.evaluation.scoring import score_records
+from fedseg.federation.config import FederationConfig
+from fedseg.federation.protocol import weights_digest
+from fedseg.federation.site import SiteTrainingConfig, train_site
+from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
+from fedseg.federation.sites import SiteSpec
+from fedseg.files import atomic_write_bytes
+from fedseg.inference.predictor import Predictor
+from fedseg.models import build_model
+from fedseg.models.checkpoint import Preprocessing
+from fedseg.models.state import load_model_state
+from fedseg.training.local import LocalState
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.bin"
+REPLY_FILE = "last-reply.pt"
+_DATA_CACHE: OrderedDict[tuple, SiteData] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    weights: OrderedDict[str, torch.Tensor]
+    num_examples: int
+    metrics: dict[str, Any]
+
+
+def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> SiteData:
+    """Site images stay loaded between rounds of one process (a simulation runs many sites per process)."""
+    key = (
+        spec,
+        str(root),
+        config.seed,
+        config.val_fraction,
+        config.test_fraction,
+        config.label_fraction,
+        config.channels,
+        config.resize,
+        config.crop_size,
+        config.foreground_probability,
+        config.augment,
+    )
+    if key not in _DATA_CACHE:
+        started = time.perf_counter()
+        _DATA_CACHE[key] = load_site_data(spec, root, config)
+        logger.info("site %s: loaded its images in %.1f s", spec.name, time.perf_counter() - started)
+        while len(_DATA_CACHE) > _CACHE_SIZE:
+            _DATA_CACHE.popitem(last=False)
+    _DATA_CACHE.move_to_end(key)
+    return _DATA_CACHE[key]
+
+
+class SiteRuntime:
+    def __init__(
+        self, spec: SiteSpec, config: FederationConfig, *, data_root: Path, state_dir: Path, device: str = "auto"
+    ) -> None:
+        self.spec, self.config = spec, config
+        self.data_root, self.state_dir = Path(data_root), Path(state_dir)
+        self.device = resolve_device(device)
+        self.seed = config.seed + zlib.crc32(spec.name.encode()) % 100_000
+
+    @property
+    def data(self) -> SiteData:
+        return _cached_site_data(self.spec, self.data_root, self.config)
+
+    def describe(self) -> dict[str, Any]:
+        """Who this site is and how many images it has (from file names only: cheap, loads nothing)."""
+        chosen = select_site_records(self.spec, self.data_root, self.config)
+        return {
+            "site": self.spec.name,
+            "centre": self.spec.centre,
+            "role": self.spec.role,
+            "labelled": len(chosen.labelled),
+            "unlabelled": len(chosen.train) - len(chosen.labelled),
+            "evaluation": len(chosen.evaluation),
+        }
+
+    # -- state ----------------------------------------------------------------------------------
+    def _load_state(self) -> LocalState | None:
+        path = self.state_dir / STATE_FILE
+        return LocalState.from_bytes(path.read_bytes()) if path.exists() else None
+
+    def _cached_reply(self, server_round: int, digest: str) -> TrainReply | None:
+        path = self.state_dir / REPLY_FILE
+        if not path.exists():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["round"] != server_round or saved["global"] != digest:
+            return None
+        logger.info("site %s: round %d was answered before; sending the same reply", self.spec.name, server_round)
+        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"])
+
+    def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "round": server_round,
+                "global": digest,
+                "weights": reply.weights,
+                "num_examples": reply.num_examples,
+                "metrics": reply.metrics,
+            },
+            buffer,
+        )
+        atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
+        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+
+    # -- federation calls -----------------------------------------------------------------------
+    def train(self, server_round: int, global_weights: Mapping[str, torch.Tensor]) -> TrainReply:
+        """One round of local training. Raises ``PrivacyBudgetExhausted`` when over budget."""
+        if not self.spec.trains:
+            raise RuntimeError(f"site {self.spec.name} is a held-out evaluation site; it never trains")
+        digest = weights_digest(global_weights)
+        cached = self._cached_reply(server_round, digest)
+        if cached is not None:
+            return cached
+        config = SiteTrainingConfig(
+            model=self.config.model_config,
+            local=self.config.local_config,
+            local_steps=self.config.local_steps,
+            seed=self.seed,
+        )
+        data = self.data
+        assert data.train is not None
+        started = time.perf_counter()
+        update = train_site(global_weights, self._load_state(), data.train, config, device=self.device)
+        logger.info("site %s: round %d trained in %.1f s", self.spec.name, server_round, time.perf_counter() - started)
+        metrics = {**update.metrics, "labelled": data.n_labelled, "unlabelled": data.n_unlabelled}
+        reply = TrainReply(update.weights, update.num_examples, metrics)
+        self._store(server_round, digest, reply, update.state)
+        return reply
+
+    def privacy_spent(self) -> dict[str, float] | None:
+        state = self._load_state()
+        if state is None or state.privacy is None:
+            return None
+        return {
+            "epsilon": state.privacy.epsilon(),
+            "delta": state.privacy.delta,
+            "epsilon_budget": state.privacy.epsilon_budget,
+        }
+
+    def evaluate(self, global_weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Sums and counts of the global model on this site's evaluation images (whole images)."""
+        model = build_model(self.config.model_config)
+        load_model_state(model, global_weights)
+        inference = self.config.inference_config
+        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
+        predictor = Predictor(model, preprocessing, inference.tiling({}), tta=False, device=self.device)
+        records = self.data.evaluation
+        started = time.perf_counter()
+        result = score_records(
+            predictor, records, threshold=inference.threshold, with_hd95=not self.spec.trains, progress=False
+        )
+        logger.info("site %s: scored %d images in %.1f s", self.spec.name, len(records), time.perf_counter() - started)
+        return {
+            "site": self.spec.name,
+            "centre": self.spec.centre,
+            "role": self.spec.role,
+            "counts": result.counts.to_dict(),
+            "unreadable": len(result.failures),
+        }

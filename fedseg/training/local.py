@@ -1,0 +1,390 @@
+"""Local training: the loop every site runs in a round, and that pooled training runs too.
+
+One ``LocalTrainer`` trains a student from given weights on one dataset of crops, with
+optional Mean Teacher (an EMA teacher and a consistency loss on every sampled image) and
+optional DP-SGD (Poisson sampling over the images, per-sample clipping and Gaussian noise).
+What must outlive a run (the teacher, the privacy accountant's history, the step count) is
+``LocalState``, which round-trips through bytes so that a site can keep it between rounds.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedseg.data.crops import TrainingCrops
+from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
+from fedseg.devices import autocast
+from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
+from fedseg.models import ModelConfig, build_model, grad_sample_mode
+from fedseg.models.state import clean_state_dict, load_model_state, model_state
+from fedseg.privacy.accountant import add_steps, calibrate_noise, epsilon_of
+from fedseg.privacy.budget import PrivacyBudgetExhausted, PrivacyConfig
+from fedseg.privacy.dp_sgd import make_private, mark_empty_batch
+from fedseg.training.config import OptimConfig
+from fedseg.training.mean_teacher import (
+    MeanTeacherConfig,
+    Perturbation,
+    consistency_weight,
+    ema_update,
+    make_teacher,
+)
+from fedseg.training.schedule import build_optimizer, lr_factor
+
+logger = logging.getLogger(__name__)
+# Opacus' backward hooks on the first layer see inputs that need no gradient: expected, not a problem.
+HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect"
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """How a site (or the pooled reference) trains: loss, optimiser, batch, Mean Teacher, DP, FedProx.
+
+    ``grad_sample_mode`` overrides the model's Opacus per-sample-gradient mode (None: the zoo's choice).
+    """
+
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 8
+    mean_teacher: MeanTeacherConfig | None = None
+    privacy: PrivacyConfig | None = None
+    fedprox_mu: float = 0.0
+    grad_sample_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.grad_sample_mode not in (None, "hooks", "ew", "functorch"):
+            raise ValueError(f"grad_sample_mode must be hooks, ew or functorch, got '{self.grad_sample_mode}'")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.fedprox_mu < 0:
+            raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+
+
+@dataclass
+class PrivacyState:
+    """The accountant of one site: calibrated noise, sampling rate, delta, budget and the step history."""
+
+    noise_multiplier: float
+    sample_rate: float
+    delta: float
+    epsilon_budget: float
+    accountant: str = "rdp"
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def epsilon(self) -> float:
+        return epsilon_of(self.history, delta=self.delta, accountant=self.accountant)
+
+    def projected_epsilon(self, steps: int) -> float:
+        return epsilon_of(
+            add_steps(self.history, self.noise_multiplier, self.sample_rate, steps),
+            delta=self.delta,
+            accountant=self.accountant,
+        )
+
+
+@dataclass
+class LocalState:
+    """What persists between runs of local training at one site. Never leaves the site."""
+
+    step: int = 0
+    teacher: OrderedDict[str, torch.Tensor] | None = None
+    privacy: PrivacyState | None = None
+
+    def to_bytes(self) -> bytes:
+        payload: dict[str, Any] = {
+            "step": self.step,
+            "teacher": self.teacher,
+            "privacy": None if self.privacy is None else vars(self.privacy),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LocalState:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        privacy = payload["privacy"]
+        if privacy is not None:
+            privacy = PrivacyState(**{**privacy, "history": [tuple(h) for h in privacy["history"]]})
+        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy)
+
+
+@dataclass(frozen=True)
+class LocalStats:
+    """Means over a run's steps, and the privacy spent so far."""
+
+    steps: int
+    supervised_loss: float
+    consistency_loss: float
+    seconds: float
+    examples: int
+    epsilon: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+class LocalTrainer:
+    """Student (+ EMA teacher) (+ DP-SGD) on one dataset, continuing from a ``LocalState``."""
+
+    def __init__(
+        self,
+        *,
+        model_config: ModelConfig,
+        config: LocalConfig,
+        dataset: TrainingCrops,
+        device: torch.device,
+        seed: int,
+        planned_steps: int,
+        initial_weights: Mapping[str, torch.Tensor] | None = None,
+        state: LocalState | None = None,
+        schedule_steps: int | None = None,
+        workers: int = 0,
+    ) -> None:
+        self.config, self.dataset, self.device, self.seed, self.workers = config, dataset, device, seed, workers
+        self.state = state or LocalState()
+        self.schedule_steps = schedule_steps
+        self.student: nn.Module = build_model(model_config).to(device)
+        if initial_weights is not None:
+            load_model_state(self.student, initial_weights)
+        self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
+        self.teacher = self._build_teacher() if config.mean_teacher is not None else None
+        self.optimizer = build_optimizer(self.student, config.optim)
+        self.keys = self._build_sampler(planned_steps, model_config)
+        self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
+        self.consistency = ConsistencyLoss(reduction="none")
+        self.noise_generator = torch.Generator()
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build_teacher(self) -> nn.Module:
+        teacher = make_teacher(self.student)
+        if self.state.teacher is not None:
+            load_model_state(teacher, self.state.teacher)
+        return teacher.to(self.device)
+
+    def _pools(self) -> tuple[list[int], list[int]]:
+        labelled = [i for i, flag in enumerate(self.dataset.labelled) if flag]
+        unlabelled = [i for i, flag in enumerate(self.dataset.labelled) if not flag]
+        if not labelled:
+            raise ValueError("this site has no labelled training images; local training needs at least one")
+        return labelled, unlabelled
+
+    @property
+    def pool_size(self) -> int:
+        labelled, unlabelled = self._pools()
+        return len(labelled) + (len(unlabelled) if self.config.mean_teacher is not None else 0)
+
+    def _build_sampler(self, planned_steps: int, model_config: ModelConfig) -> KeySampler:
+        labelled, unlabelled = self._pools()
+        if self.config.privacy is None:
+            if self.config.mean_teacher is not None:
+                return StratifiedKeys(
+                    labelled,
+                    unlabelled,
+                    self.config.batch_size,
+                    labelled_share=self.config.mean_teacher.labelled_share,
+                    seed=self.seed,
+                )
+            return UniformKeys(labelled, self.config.batch_size, seed=self.seed)
+        pool = labelled + unlabelled if self.config.mean_teacher is not None else labelled
+        privacy = self._privacy_state(len(pool), planned_steps)
+        # DP noise must be unpredictable: a known seed would let anyone subtract it. OS entropy, never the run seed.
+        generator = torch.Generator(device=self.device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+        self.student, self.optimizer = make_private(
+            self.student,
+            self.optimizer,
+            noise_multiplier=privacy.noise_multiplier,
+            max_grad_norm=self.config.privacy.max_grad_norm,
+            expected_batch_size=privacy.sample_rate * len(pool),
+            grad_sample_mode=self.config.grad_sample_mode or grad_sample_mode(model_config),
+            generator=generator,
+        )
+        return PoissonKeys(pool, privacy.sample_rate, seed=self.seed)
+
+    def _privacy_state(self, n_images: int, planned_steps: int) -> PrivacyState:
+        """The stored accountant, or a new one whose noise is calibrated for the planned steps."""
+        privacy = self.config.privacy
+        assert privacy is not None
+        sample_rate = min(1.0, self.config.batch_size / n_images)
+        if self.state.privacy is None:
+            delta = privacy.delta_for(n_images)
+            sigma = calibrate_noise(
+                epsilon=privacy.epsilon,
+                delta=delta,
+                sample_rate=sample_rate,
+                steps=planned_steps,
+                accountant=privacy.accountant,
+            )
+            self.state.privacy = PrivacyState(
+                noise_multiplier=sigma,
+                sample_rate=sample_rate,
+                delta=delta,
+                epsilon_budget=privacy.epsilon,
+                accountant=privacy.accountant,
+            )
+            logger.info(
+                "DP-SGD: noise multiplier %.3f for epsilon %.2f, delta %.1e, sampling rate %.4f, %d steps",
+                sigma,
+                privacy.epsilon,
+                delta,
+                sample_rate,
+                planned_steps,
+            )
+        elif abs(self.state.privacy.sample_rate - sample_rate) > 1e-12:
+            logger.warning(
+                "the number of images changed since the noise was calibrated; the accountant uses the "
+                "new sampling rate %.4f",
+                sample_rate,
+            )
+            self.state.privacy.sample_rate = sample_rate
+        return self.state.privacy
+
+    # -- training -------------------------------------------------------------------------------
+    def check_budget(self, steps: int) -> None:
+        """Raise ``PrivacyBudgetExhausted`` if ``steps`` more steps would exceed the budget."""
+        privacy = self.state.privacy
+        if privacy is None:
+            return
+        projected = privacy.projected_epsilon(steps)
+        if projected > privacy.epsilon_budget * (1 + 1e-6):
+            raise PrivacyBudgetExhausted(
+                spent=privacy.epsilon(), projected=projected, budget=privacy.epsilon_budget, delta=privacy.delta
+            )
+
+    def _lr(self) -> float:
+        if self.schedule_steps is None:
+            return self.config.optim.lr
+        return self.config.optim.lr * lr_factor(self.state.step, self.schedule_steps, self.config.optim)
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample supervised loss (0 without a mask) and per-sample consistency loss (0 without a teacher)."""
+        images = batch["image"]
+        mean_teacher = self.config.mean_teacher
+        student_view = None
+        if mean_teacher is not None:
+            student_view = Perturbation(
+                len(images), noise_std=mean_teacher.noise_std, flips=mean_teacher.flips, generator=self.noise_generator
+            )
+            images = student_view.apply(images)
+        with autocast(self.device):
+            logits = self.student(images).float()
+        if student_view is not None:
+            logits = student_view.undo(logits)
+        supervised = self.loss_fn(logits, batch["mask"]) * batch["labelled"].to(logits.dtype)
+        if mean_teacher is None or self.teacher is None:
+            return supervised, torch.zeros_like(supervised)
+        teacher_view = Perturbation(
+            len(images), noise_std=mean_teacher.noise_std, flips=mean_teacher.flips, generator=self.noise_generator
+        )
+        with torch.no_grad(), autocast(self.device):
+            teacher_logits = teacher_view.undo(self.teacher(teacher_view.apply(batch["image"])).float())
+        return supervised, self.consistency(logits, teacher_logits)
+
+    def _proximal_gradient(self) -> None:
+        """FedProx: add ``mu (w - w_global)`` to each gradient (after DP noise: data-independent)."""
+        if self.anchor is None:
+            return
+        for parameter, anchor in zip(self.student.parameters(), self.anchor):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter.detach() - anchor, alpha=self.config.fedprox_mu)
+
+    def _apply_step(self) -> None:
+        privacy_step = self.state.privacy is not None
+        if privacy_step:
+            if not self.optimizer.pre_step():  # type: ignore[attr-defined]
+                return
+            self._proximal_gradient()
+            self.optimizer.original_optimizer.step()  # type: ignore[attr-defined]
+            privacy = self.state.privacy
+            assert privacy is not None
+            privacy.history = add_steps(privacy.history, privacy.noise_multiplier, privacy.sample_rate, 1)
+        else:
+            self._proximal_gradient()
+            self.optimizer.step()
+
+    def train_step(self, batch: dict[str, torch.Tensor] | None) -> tuple[float, float, int]:
+        """One optimisation step; returns (supervised loss, consistency loss, labelled count) of the batch."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        self.noise_generator.manual_seed(self.seed * 1_000_003 + self.state.step)  # same perturbations on resume
+        self.optimizer.zero_grad(set_to_none=True)
+        sup_mean, cons_mean, n_labelled = 0.0, 0.0, 0
+        if batch is None:
+            mark_empty_batch(self.student)
+        else:
+            batch = to_device(batch, self.device)
+            supervised, consistency = self._losses(batch)
+            weight = consistency_weight(self.state.step, self.config.mean_teacher) if self.config.mean_teacher else 0.0
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=HOOK_WARNING)
+                (supervised + weight * consistency).mean().backward()
+            n_labelled = int(batch["labelled"].sum())
+            sup_mean = float(supervised.detach().sum()) / max(n_labelled, 1)
+            cons_mean = float(consistency.detach().mean())
+        self._apply_step()
+        if self.teacher is not None and self.config.mean_teacher is not None:
+            ema_update(self.teacher, self.student, step=self.state.step, decay=self.config.mean_teacher.ema_decay)
+        self.state.step += 1
+        return sup_mean, cons_mean, n_labelled
+
+    def run(self, steps: int, *, on_step: Any = None) -> LocalStats:
+        """Train ``steps`` steps (refusing first if the privacy budget would be exceeded)."""
+        self.check_budget(steps)
+        self.student.train()
+        started = time.perf_counter()
+        totals = [0.0, 0.0, 0]
+        loader = step_loader(
+            self.dataset,
+            self.keys,
+            start=self.state.step,
+            stop=self.state.step + steps,
+            workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for batch in loader:
+            supervised, consistency, n_labelled = self.train_step(batch)
+            totals[0] += supervised * n_labelled
+            totals[1] += consistency
+            totals[2] += n_labelled
+            if on_step is not None:
+                on_step(self, supervised, consistency)
+        privacy = self.state.privacy
+        return LocalStats(
+            steps=steps,
+            supervised_loss=totals[0] / max(totals[2], 1),
+            consistency_loss=totals[1] / max(steps, 1),
+            seconds=time.perf_counter() - started,
+            examples=self.pool_size,
+            epsilon=privacy.epsilon() if privacy else None,
+            delta=privacy.delta if privacy else None,
+            noise_multiplier=privacy.noise_multiplier if privacy else None,
+            sample_rate=privacy.sample_rate if privacy else None,
+        )
+
+    # -- results --------------------------------------------------------------------------------
+    def weights(self) -> OrderedDict[str, torch.Tensor]:
+        return model_state(self.student)
+
+    def export_state(self) -> LocalState:
+        teacher = clean_state_dict(self.teacher.state_dict()) if self.teacher is not None else None
+        return LocalState(step=self.state.step, teacher=teacher, privacy=self.state.privacy)

@@ -1,0 +1,90 @@
+"""Mean Teacher (Tarvainen and Valpola, 2017): an EMA teacher and a consistency loss.
+
+The teacher is an exponential moving average of the student's weights; early steps follow
+the student closely (decay ``min(1 - 1/(t+1), ema_decay)``). Student and teacher see
+independently perturbed copies of each crop (Gaussian noise, flips); flips are undone on the
+logits before the two are compared, and the consistency weight ramps up along a sigmoid.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedseg.models.state import unwrap
+
+
+@dataclass(frozen=True)
+class MeanTeacherConfig:
+    ema_decay: float = 0.99
+    consistency_weight: float = 1.0
+    rampup_steps: int = 200
+    noise_std: float = 0.15
+    flips: bool = True
+    labelled_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.consistency_weight < 0 or self.rampup_steps < 0 or self.noise_std < 0:
+            raise ValueError("consistency_weight, rampup_steps and noise_std must be >= 0")
+        if not 0.0 < self.labelled_share <= 1.0:
+            raise ValueError(f"labelled_share must be in (0, 1], got {self.labelled_share}")
+
+
+def consistency_weight(step: int, config: MeanTeacherConfig) -> float:
+    """``w_max * exp(-5 (1 - t/T)^2)`` for t < T, then ``w_max``."""
+    if config.rampup_steps == 0 or step >= config.rampup_steps:
+        return config.consistency_weight
+    phase = 1.0 - step / config.rampup_steps
+    return config.consistency_weight * math.exp(-5.0 * phase * phase)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A detached copy of the (unwrapped) student that gets no gradients."""
+    teacher = copy.deepcopy(unwrap(student))
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, *, step: int, decay: float) -> None:
+    """teacher <- a * teacher + (1 - a) * student with ``a = min(1 - 1/(step + 1), decay)``."""
+    alpha = min(1.0 - 1.0 / (step + 1), decay)
+    student_state = unwrap(student).state_dict()
+    for name, value in teacher.state_dict().items():
+        source = student_state[name]
+        if value.dtype.is_floating_point:
+            value.mul_(alpha).add_(source.detach(), alpha=1.0 - alpha)
+        else:
+            value.copy_(source)
+
+
+class Perturbation:
+    """Per-sample Gaussian noise and random flips; ``undo`` flips logits back to the input's frame."""
+
+    def __init__(self, batch: int, *, noise_std: float, flips: bool, generator: torch.Generator) -> None:
+        self.noise_std = noise_std
+        draws = torch.rand(2, batch, generator=generator) < 0.5 if flips else torch.zeros(2, batch, dtype=torch.bool)
+        self.flip_h, self.flip_v = draws[0], draws[1]
+        self.generator = generator
+
+    def _flip(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.flip_h.to(x.device).view(-1, 1, 1, 1)
+        v = self.flip_v.to(x.device).view(-1, 1, 1, 1)
+        x = torch.where(h, x.flip(-1), x)
+        return torch.where(v, x.flip(-2), x)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noise_std > 0:
+            noise = torch.randn(x.shape, generator=self.generator).to(x.device, x.dtype)
+            x = x + self.noise_std * noise
+        return self._flip(x)
+
+    def undo(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._flip(logits)  # each flip is its own inverse, and h and v commute

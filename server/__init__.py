@@ -1,0 +1,1 @@
+"""The aggregator's Flower ServerApp and its strategy."""

@@ -1,0 +1,228 @@
+"""Run a named experiment as a Flower simulation on this machine, in one command.
+
+    python -m simulations.launch demo
+    python -m simulations.launch retina-loco --set num-server-rounds=10 --set device=cuda
+    python -m simulations.launch superlink        # only start a SuperLink, print the flwr command, wait
+
+It (1) makes the demo's synthetic data if missing, (2) resolves the experiment's relative paths
+against the repository, (3) starts a SuperLink in simulation mode that runs the apps in this
+environment (no per-run dependency install), (4) runs
+``flwr run . fedseg-sim --stream --run-config <config> --federation-config num-supernodes=<sites>``
+and (5) stops the SuperLink. The Flower config lives in ``.flwr/`` of the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def flwr_home() -> Path:
+    """Flower's config and app store for fedseg's simulations (``FEDSEG_FLWR_HOME``, default ``.flwr/``)."""
+    return Path(os.environ.get("FEDSEG_FLWR_HOME", REPO / ".flwr"))
+
+
+CONNECTION = "fedseg-sim"
+DEFAULT_PORT = int(os.environ.get("FEDSEG_SUPERLINK_PORT", "39293"))
+PATH_KEYS = ("data-root", "out")
+DEMO_SYNTH = {"centres": 4, "images": 200, "size": 128}
+
+
+def bin_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+def experiment_config(name: str, overrides: list[str]) -> dict[str, Any]:
+    path = REPO / "simulations" / f"{name}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in (REPO / "simulations").glob("*.toml"))
+        raise SystemExit(f"no experiment '{name}' ({path} not found); experiments: {', '.join(known)}")
+    config = tomllib.loads(path.read_text())
+    for item in overrides:
+        key, _, value = item.partition("=")
+        config[key.strip()] = tomllib.loads(f"v = {value}")["v"] if value else ""
+    for key in PATH_KEYS:
+        if config.get(key) and not Path(config[key]).is_absolute():
+            config[key] = str((REPO / config[key]).resolve())
+    return config
+
+
+def write_flower_config(port: int) -> None:
+    flwr_home().mkdir(parents=True, exist_ok=True)
+    config = {"superlink": {"default": CONNECTION, CONNECTION: {"address": f"127.0.0.1:{port}", "insecure": True}}}
+    (flwr_home() / "config.toml").write_text(tomli_w.dumps(config))
+
+
+def free_port(preferred: int) -> int:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", preferred)) != 0:
+            return preferred
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def flower_env() -> dict[str, str]:
+    env = dict(os.environ, FLWR_HOME=str(flwr_home()), PATH=f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    env.setdefault("RAY_DEDUP_LOGS", "0")
+    return env
+
+
+def start_superlink(port: int) -> subprocess.Popen:
+    """A SuperLink in simulation mode whose apps run in this environment (``--disable-runtime-...``)."""
+    log = open(flwr_home() / "superlink.log", "ab")  # noqa: SIM115 (closed with the process)
+    command = [
+        str(bin_dir() / "flower-superlink"),
+        "--insecure",
+        "--simulation",
+        "--isolation",
+        "subprocess",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"flower-superlink exited; see {flwr_home() / 'superlink.log'}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.3)
+    stop(process)
+    raise SystemExit("flower-superlink did not start within 60 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the SuperLink and everything it started (SuperExec, simulation, Ray)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def make_demo_data(config: dict[str, Any]) -> None:
+    root = Path(config["data-root"])
+    if (root / "synth.json").exists():
+        return
+    command = [str(bin_dir() / "fedseg"), "synth", "--out", str(root), "--seed", str(config.get("seed", 0))]
+    command += [f"--{k}={v}" for k, v in DEMO_SYNTH.items()]
+    subprocess.run(command, check=True)
+
+
+def simulate(config: dict[str, Any], *, quiet: bool = False) -> subprocess.CompletedProcess:
+    """Run one simulation of ``config`` (a run config with absolute paths) on a SuperLink of its own."""
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = out / "run-config.toml"
+    run_config.write_text(tomli_w.dumps(config))
+    n_sites = len([s for s in config["site-map"].split(",") if s.strip()])
+    port = free_port(DEFAULT_PORT)
+    write_flower_config(port)
+    superlink = start_superlink(port)
+    try:
+        command = [
+            str(bin_dir() / "flwr"),
+            "run",
+            str(REPO),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            str(run_config),
+            "--federation-config",
+            f"num-supernodes={n_sites}",
+        ]
+        if not quiet:
+            print("$ " + " ".join(command), flush=True)
+        return subprocess.run(command, cwd=REPO, env=flower_env(), check=False, capture_output=quiet, text=True)
+    finally:
+        stop(superlink)
+
+
+def run_experiment(name: str, overrides: list[str]) -> int:
+    config = experiment_config(name, overrides)
+    if name == "demo":
+        make_demo_data(config)
+    simulate(config)
+    return report(Path(config["out"]), config)
+
+
+def report(out: Path, config: dict[str, Any]) -> int:
+    from fedseg.files import read_jsonl
+
+    rounds = read_jsonl(out / "rounds.jsonl") if (out / "rounds.jsonl").exists() else []
+    if not rounds:
+        print(f"the run wrote no rounds; see {flwr_home() / 'superlink.log'}", file=sys.stderr)
+        return 1
+    print(f"\n{config['experiment']}: held-out Dice per round ({out})")
+    for record in rounds:
+        held = ", ".join(
+            f"{c} {v['dice']:.4f}" for c, v in record.get("heldout", {}).items() if v.get("dice") is not None
+        )
+        eps = [m["epsilon"] for m in record.get("train", {}).values() if "epsilon" in m]
+        privacy = f"   epsilon {max(eps):.2f}" if eps else ""
+        print(f"  round {record['round']:>3}: {held or '-'}{privacy}")
+    expected = int(config.get("num-server-rounds", 5))
+    if rounds[-1]["round"] < expected:
+        print(f"stopped after round {rounds[-1]['round']} of {expected}; see {out / 'summary.md'}")
+    return 0
+
+
+def serve(port: int) -> int:
+    write_flower_config(port)
+    superlink = start_superlink(port)
+    print(
+        f"SuperLink (simulation) on 127.0.0.1:{port}; in another shell:\n"
+        f"  export FLWR_HOME={flwr_home()} PATH={bin_dir()}:$PATH\n"
+        f"  flwr run . {CONNECTION} --stream --run-config simulations/demo.toml "
+        "--federation-config num-supernodes=4\nCtrl-C stops it."
+    )
+    try:
+        superlink.wait()
+    except KeyboardInterrupt:
+        stop(superlink)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="demo, retina-loco, polyp-sites (a simulations/*.toml), or 'superlink'")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run config key, e.g. --set num-server-rounds=3 (TOML value syntax)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="delete the experiment's out folder first")
+    args = parser.parse_args()
+    if args.experiment == "superlink":
+        return serve(DEFAULT_PORT)
+    if args.fresh:
+        shutil.rmtree(experiment_config(args.experiment, args.set)["out"], ignore_errors=True)
+    return run_experiment(args.experiment, args.set)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

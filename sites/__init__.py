@@ -1,0 +1,1 @@
+"""The hospital's Flower ClientApp (and, in ``Dockerfile``, its container)."""

@@ -1,0 +1,104 @@
+"""Real Flower simulations (SuperLink + flwr run + Ray), on tiny crops of the real retinal images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedseg.files import read_jsonl
+from fedseg.models.checkpoint import load_checkpoint
+
+ROUNDS = 2
+
+
+def tiny_run_config(data: Path, out: Path, site_map: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "experiment": "ci",
+        "site-map": site_map,
+        "data-root": str(data),
+        "out": str(out),
+        "num-server-rounds": ROUNDS,
+        "local-steps": 2,
+        "batch-size": 2,
+        "crop-size": 32,
+        "tile-size": 64,
+        "val-fraction": 0.25,
+        "model-options": '{"widths": [4, 8]}',
+        "round-timeout": 300.0,
+        **extra,
+    }
+
+
+@pytest.fixture()
+def flower_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FEDSEG_FLWR_HOME", str(tmp_path / "flwr-home"))
+    return tmp_path / "flwr-home"
+
+
+def simulate(config: dict[str, Any]) -> str:
+    from simulations.launch import simulate as launch
+
+    completed = launch(config, quiet=True)
+    return completed.stdout + completed.stderr
+
+
+@pytest.fixture(scope="module")
+def healthy_run(retina_crops: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("federated")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEDSEG_FLWR_HOME", str(out / "flwr-home"))
+        log = simulate(
+            tiny_run_config(
+                retina_crops,
+                out / "run",
+                "STARE,AV-WIDE,heldout:CHASE_DB1",
+                **{"dp-epsilon": 20.0, "mean-teacher": True, "label-fraction": 0.5},
+            )
+        )
+    return out / "run", log
+
+
+def test_two_training_sites_and_a_heldout_site_run_two_rounds(healthy_run: tuple[Path, str]) -> None:
+    run, log = healthy_run
+    rounds = read_jsonl(run / "rounds.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2], log[-3000:]
+    for record in rounds:
+        assert set(record["train"]) == {"STARE", "AV-WIDE"} and record["left_out"] == {}
+        assert set(record["heldout"]) == {"CHASE_DB1"}
+        assert record["heldout"]["CHASE_DB1"]["n_images"] == 4 and 0 <= record["heldout"]["CHASE_DB1"]["dice"] <= 1
+        assert set(record["validation"]) == {"STARE", "AV-WIDE"}
+        for metrics in record["train"].values():
+            assert metrics["examples"] == 3 and 0 < metrics["epsilon"] <= 20.0
+    assert rounds[1]["train"]["STARE"]["epsilon"] > rounds[0]["train"]["STARE"]["epsilon"]
+
+
+def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str]) -> None:
+    run, _ = healthy_run
+    assert load_checkpoint(run / "checkpoints" / "last.pt").meta["round"] == ROUNDS
+    ledger = read_jsonl(run / "privacy.jsonl")
+    assert {(e["site"], e["round"]) for e in ledger} == {(s, r) for s in ("STARE", "AV-WIDE") for r in (1, 2)}
+    summary = (run / "summary.md").read_text()
+    assert "held-out CHASE_DB1 Dice" in summary and (run / "learning_curve.png").stat().st_size > 1000
+    assert json.loads((run / "config.json").read_text())["site-map"] == "STARE,AV-WIDE,heldout:CHASE_DB1"
+    assert (run / "sites" / "STARE" / "state.bin").exists()  # the simulated hospital's private state
+
+
+def test_a_failing_site_is_left_out_and_the_round_goes_on(
+    retina_crops: Path, tmp_path: Path, flower_home: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(retina_crops, data)
+    for image in (data / "AV-WIDE" / "images").iterdir():  # truncated files at one hospital
+        image.write_bytes(image.read_bytes()[:200])
+    log = simulate(
+        tiny_run_config(data, tmp_path / "run", "STARE,AV-WIDE,heldout:CHASE_DB1", **{"num-server-rounds": 1})
+    )
+    rounds = read_jsonl(tmp_path / "run" / "rounds.jsonl")
+    assert len(rounds) == 1, log[-3000:]
+    assert set(rounds[0]["train"]) == {"STARE"}
+    assert "AV-WIDE" in rounds[0]["left_out"] and "failed" in rounds[0]["left_out"]["AV-WIDE"]
+    assert rounds[0]["heldout"]["CHASE_DB1"]["n_images"] == 4
