@@ -11,6 +11,13 @@ from typing import Any
 import torch
 
 
+def _default_mode() -> int:
+    """0o666 less the process umask: what ``open()`` would give a new file (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
@@ -24,8 +31,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int |
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp_name, mode)
+        os.chmod(tmp_name, _default_mode() if mode is None else mode)
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -51,6 +57,7 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike[str]) -> Path:
         torch.save(payload, tmp_name)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, _default_mode())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -4,8 +4,13 @@ Every round the server asks each node who it is (node ids are not stable: a site
 restarts comes back with a new one), sends the global model to the training sites, averages
 the updates of those that answered (FedAvg weighted by examples; FedProx runs at the sites),
 and asks every site to score the new global model: held-out sites on all their images,
-training sites on their validation images. A site that fails, times out or has spent its
-privacy budget is logged and left out; the round goes on while ``min-train-sites`` answered.
+training sites on their validation images. A site that fails, times out, has spent its
+privacy budget or sends a ciphertext that cannot be added is logged and left out; the round
+goes on while ``min-train-sites`` updates remain.
+
+With ``he = true`` the updates arrive as CKKS ciphertexts of (examples x weights); the server
+adds them and the examples, and sends the encrypted sum back: the plaintext global model
+never exists here (the server loads a context without any secret key).
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedseg.configuration import ConfigError
+from fedseg.crypto.keys import SERVER_FILE, HEContext, load_context
+from fedseg.crypto.packing import EncryptedVector, Layout, add_encrypted
 from fedseg.federation import protocol
 from fedseg.federation.aggregation import merge_counts, weighted_average
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.report import write_summary
-from fedseg.federation.run_outputs import RunFolder
+from fedseg.federation.run_outputs import Model, RunFolder
 from fedseg.metrics import SegmentationCounts
 from fedseg.models import build_model
 from fedseg.models.state import model_state
+from sites.records import model_from, model_records
 
 logger = logging.getLogger("fedseg.server")
 NODE_WAIT_SECONDS = 120.0
@@ -43,6 +51,9 @@ TRAIN_METRICS = (
     "seconds",
     "labelled",
     "unlabelled",
+    "he_encrypt_seconds",
+    "he_decrypt_seconds",
+    "he_bytes_up",
 )
 
 
@@ -63,6 +74,12 @@ class FederatedSegmentation:
             raise ConfigError("run config 'site-map' is empty: name the sites of the federation")
         if not config.training_sites:
             raise ConfigError("run config 'site-map' has no training site (only held-out ones)")
+        self.he: HEContext | None = None
+        if config.he:
+            if not config.he_keys:
+                raise ConfigError("he = true needs run config 'he-keys': the folder written by `fedseg keys`")
+            self.he = load_context(Path(config.he_keys) / SERVER_FILE, expect="server")
+        self.layout = Layout.of(self.initial_weights())
 
     # -- who is there ---------------------------------------------------------------------------
     def _wait_for_nodes(self) -> list[int]:
@@ -102,26 +119,34 @@ class FederatedSegmentation:
         return sites
 
     # -- one round ------------------------------------------------------------------------------
-    def _send(
-        self, nodes: list[int], message_type: str, weights: OrderedDict[str, torch.Tensor], server_round: int
-    ) -> list[Message]:
-        content = lambda: RecordDict(
-            {
-                protocol.WEIGHTS: ArrayRecord(weights),  # noqa: E731
-                protocol.CONFIG: ConfigRecord({"server-round": server_round}),
-            }
-        )
+    def _send(self, nodes: list[int], message_type: str, model: Model, server_round: int) -> list[Message]:
+        def content() -> RecordDict:
+            return RecordDict({protocol.CONFIG: ConfigRecord({"server-round": server_round}), **model_records(model)})
+
         messages = [
             Message(content(), dst_node_id=n, message_type=message_type, group_id=str(server_round)) for n in nodes
         ]
         return list(self.grid.send_and_receive(messages, timeout=self.config.round_timeout))
 
+    def _ledger_entry(self, site: str, server_round: int, values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "site": site,
+            "round": server_round,
+            "sampling_rate": values["sample_rate"],
+            "noise_multiplier": values["noise_multiplier"],
+            "steps": int(values["steps"]),
+            "epsilon": values["epsilon"],
+            "delta": values["delta"],
+            "epsilon_budget": self.config.dp_epsilon,
+            "budget_left": self.config.dp_epsilon - values["epsilon"],
+        }
+
     def train_round(
-        self, server_round: int, sites: dict[int, dict[str, Any]], weights: OrderedDict[str, torch.Tensor]
+        self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
     ) -> tuple[list, dict, dict, list]:
-        """Send the model to the training sites; returns updates, per-site metrics, left-out reasons, ledger."""
+        """Send the model to the training sites; returns (site, update, examples), metrics, left-out reasons, ledger."""
         nodes = [n for n, info in sites.items() if info["role"] == "train"]
-        replies = self._send(nodes, "train", weights, server_round)
+        replies = self._send(nodes, "train", model, server_round)
         updates, metrics, left_out, ledger = [], {}, {}, []
         answered = set()
         for reply in replies:
@@ -147,31 +172,48 @@ class FederatedSegmentation:
                 )
                 continue
             examples = int(values[protocol.NUM_EXAMPLES])
-            updates.append((reply.content[protocol.WEIGHTS].to_torch_state_dict(), float(examples)))
+            updates.append((site, model_from(reply.content), examples))
             metrics[site] = {"examples": examples, **{k: values[k] for k in TRAIN_METRICS if k in values}}
             if "epsilon" in values:
-                ledger.append(
-                    {
-                        "site": site,
-                        "round": server_round,
-                        "sampling_rate": values["sample_rate"],
-                        "noise_multiplier": values["noise_multiplier"],
-                        "steps": int(values["steps"]),
-                        "epsilon": values["epsilon"],
-                        "delta": values["delta"],
-                        "epsilon_budget": self.config.dp_epsilon,
-                        "budget_left": self.config.dp_epsilon - values["epsilon"],
-                    }
-                )
+                ledger.append(self._ledger_entry(site, server_round, values))
         for node in set(nodes) - answered:
             left_out[sites[node]["site"]] = f"no reply within round-timeout ({self.config.round_timeout:.0f} s)"
         return updates, metrics, left_out, ledger
 
+    def aggregate(
+        self, updates: list[tuple[str, Model, int]], left_out: dict[str, str], metrics: dict[str, Any]
+    ) -> Model | None:
+        """FedAvg of plaintext updates, or the sum of encrypted ones. Refused updates go to ``left_out``."""
+        if self.he is None:
+            plain = [(u, float(n)) for _, u, n in updates if not isinstance(u, EncryptedVector)]
+            return weighted_average(plain) if plain else None
+        encrypted = []
+        for site, update, _ in updates:
+            if isinstance(update, EncryptedVector):
+                encrypted.append((site, update))
+            else:
+                left_out[site] = "sent plaintext weights although he = true"
+                metrics.pop(site, None)
+        started = time.perf_counter()
+        total, rejected = add_encrypted(
+            [u for _, u in encrypted], self.he, layout_hash=self.layout.hash, length=self.layout.size
+        )
+        for index, reason in rejected.items():
+            site = encrypted[index][0]
+            left_out[site] = f"ciphertext rejected: {reason}"
+            metrics.pop(site, None)
+            _log("site %s: ciphertext rejected: %s", site, reason)
+        metrics["_he"] = {
+            "aggregate_seconds": time.perf_counter() - started,
+            "bytes_down": total.nbytes if total is not None else 0,
+        }
+        return total
+
     def evaluate_round(
-        self, server_round: int, sites: dict[int, dict[str, Any]], weights: OrderedDict[str, torch.Tensor]
+        self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
     ) -> tuple[dict, dict, dict]:
         """Held-out scores by centre, validation scores by training site, and sites whose evaluation failed."""
-        replies = self._send(list(sites), "evaluate", weights, server_round)
+        replies = self._send(list(sites), "evaluate", model, server_round)
         results, failed = [], {}
         for reply in replies:
             site = sites.get(reply.metadata.src_node_id, {}).get("site", "?")
@@ -185,46 +227,61 @@ class FederatedSegmentation:
 
     # -- the run --------------------------------------------------------------------------------
     def initial_weights(self) -> OrderedDict[str, torch.Tensor]:
+        """The seeded, untrained model: public information, sent in plaintext in the first round."""
         torch.manual_seed(self.config.seed)
         return model_state(build_model(self.config.model_config))
 
+    def _round(self, server_round: int, sites: dict[int, dict[str, Any]], model: Model) -> tuple[dict, Model | None]:
+        started = time.monotonic()
+        updates, metrics, left_out, ledger = self.train_round(server_round, sites, model)
+        aggregated = self.aggregate(updates, left_out, metrics) if updates else None
+        he_metrics = metrics.pop("_he", None)
+        record: dict[str, Any] = {"round": server_round, "train": metrics, "left_out": left_out}
+        if he_metrics is not None:
+            record["he"] = he_metrics
+        record["_ledger"] = ledger
+        if aggregated is None or len(metrics) < self.config.min_train_sites:
+            return record, None
+        if server_round % self.config.evaluate_every == 0 or server_round == self.config.num_server_rounds:
+            heldout, validation, failed = self.evaluate_round(server_round, sites, aggregated)
+            left_out.update(failed)
+            record["heldout"] = {c: {**k.summary(), "counts": k.to_dict()} for c, k in heldout.items()}
+            record["validation"] = {s: k.summary() for s, k in validation.items()}
+            record["heldout_dice"] = _pooled_mean(heldout.values())
+            record["validation_dice"] = _pooled_mean(validation.values())
+        record["seconds"] = time.monotonic() - started
+        return record, aggregated
+
     def run(self) -> None:
         point = self.folder.start()
-        weights = OrderedDict(point.weights) if point else self.initial_weights()
+        model: Model = point.model if point else self.initial_weights()
         best = point.best_validation_dice if point else None
         first = point.round + 1 if point else 1
         stopped = None
         sites = self.discover(strict=True)
-        _log("federation: %s", ", ".join(f"{i['site']} ({i['role']})" for i in sites.values()))
+        _log(
+            "federation: %s%s",
+            ", ".join(f"{i['site']} ({i['role']})" for i in sites.values()),
+            "; encrypted aggregation (CKKS)" if self.he else "",
+        )
         for server_round in range(first, self.config.num_server_rounds + 1):
-            started = time.monotonic()
             if server_round > first:
                 sites = self.discover(strict=False)
-            _log("round %d: %d site(s) described in %.1f s", server_round, len(sites), time.monotonic() - started)
-            updates, metrics, left_out, ledger = self.train_round(server_round, sites, weights)
-            _log("round %d: training replies after %.1f s", server_round, time.monotonic() - started)
-            for site, reason in left_out.items():
+            record, aggregated = self._round(server_round, sites, model)
+            for site, reason in record["left_out"].items():
                 _log("round %d: %s left out: %s", server_round, site, reason)
-            if len(updates) < self.config.min_train_sites:
+            ledger = record.pop("_ledger")
+            if aggregated is None:
                 stopped = (
-                    f"round {server_round}: {len(updates)} training site(s) answered, fewer than "
+                    f"round {server_round}: {len(record['train'])} training site update(s) usable, fewer than "
                     f"min-train-sites = {self.config.min_train_sites}"
                 )
                 _log("stopping: %s", stopped)
                 break
-            weights = weighted_average(updates)
-            record: dict[str, Any] = {"round": server_round, "train": metrics, "left_out": left_out}
-            if server_round % self.config.evaluate_every == 0 or server_round == self.config.num_server_rounds:
-                heldout, validation, failed = self.evaluate_round(server_round, sites, weights)
-                left_out.update(failed)
-                record["heldout"] = {c: {**k.summary(), "counts": k.to_dict()} for c, k in heldout.items()}
-                record["validation"] = {s: k.summary() for s, k in validation.items()}
-                record["heldout_dice"] = _pooled_mean(heldout.values())
-                record["validation_dice"] = _pooled_mean(validation.values())
-            record["seconds"] = time.monotonic() - started
+            model = aggregated
             self.folder.record_round(record, ledger)
             best = self.folder.save_models(
-                server_round, weights, validation_dice=record.get("validation_dice"), best_validation_dice=best
+                server_round, model, validation_dice=record.get("validation_dice"), best_validation_dice=best
             )
             _log("round %d/%d: %s", server_round, self.config.num_server_rounds, _round_line(record))
         write_summary(self.folder.root, self.config.to_run_config(), self.folder.rounds_done(), stopped=stopped)
@@ -248,5 +305,7 @@ def _round_line(record: dict[str, Any]) -> str:
     epsilons = [m["epsilon"] for m in record["train"].values() if "epsilon" in m]
     if epsilons:
         parts.append(f"epsilon <= {max(epsilons):.3f}")
+    if "he" in record:
+        parts.append(f"encrypted sum in {record['he']['aggregate_seconds']:.1f} s")
     parts.append(f"{len(record['train'])} site(s) trained, {record['seconds']:.0f} s")
     return "; ".join(parts)

@@ -2,14 +2,15 @@
 
 Each message is answered by the site's runtime: ``query.describe`` (who am I), ``train`` (one
 round of local training) and ``evaluate`` (sums and counts of the global model's scores on the
-site's own images). Images, masks, the teacher model and the privacy accountant never leave.
+site's own images). Images, masks, the teacher model, the privacy accountant and the secret HE
+key never leave the site; with ``he = true`` neither do plaintext weights.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedseg.federation import protocol
@@ -17,6 +18,7 @@ from fedseg.federation.config import FederationConfig
 from fedseg.federation.identity import site_identity
 from fedseg.federation.site_runtime import SiteRuntime
 from fedseg.privacy import PrivacyBudgetExhausted
+from sites.records import model_from, model_records
 
 app = ClientApp()
 logging.getLogger("fedseg").setLevel(logging.INFO)
@@ -26,7 +28,12 @@ def runtime_for(context: Context) -> SiteRuntime:
     config = FederationConfig.from_run_config(context.run_config)
     identity = site_identity(context.node_config, config)
     return SiteRuntime(
-        identity.spec, config, data_root=identity.data_root, state_dir=identity.state_dir, device=identity.device
+        identity.spec,
+        config,
+        data_root=identity.data_root,
+        state_dir=identity.state_dir,
+        device=identity.device,
+        he=identity.load_he(),
     )
 
 
@@ -39,39 +46,41 @@ def describe(message: Message, context: Context) -> Message:
     return Message(RecordDict({protocol.SITE: ConfigRecord(runtime_for(context).describe())}), reply_to=message)
 
 
+def _refusal(site: ConfigRecord, refused: PrivacyBudgetExhausted) -> RecordDict:
+    spent = {
+        "epsilon": refused.spent,
+        "delta": refused.delta,
+        "epsilon_budget": refused.budget,
+        "projected_epsilon": refused.projected,
+    }
+    return RecordDict(
+        {
+            protocol.SITE: site,
+            protocol.REFUSED: ConfigRecord({"reason": str(refused)}),
+            protocol.METRICS: _numbers(spent),
+        }
+    )
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
     server_round = int(message.content[protocol.CONFIG]["server-round"])
-    weights = message.content[protocol.WEIGHTS].to_torch_state_dict()
     site = ConfigRecord({"site": runtime.spec.name, "centre": runtime.spec.centre})
     try:
-        reply = runtime.train(server_round, weights)
+        reply = runtime.train(server_round, model_from(message.content))
     except PrivacyBudgetExhausted as refused:
-        spent = {
-            "epsilon": refused.spent,
-            "delta": refused.delta,
-            "epsilon_budget": refused.budget,
-            "projected_epsilon": refused.projected,
-        }
-        return Message(
-            RecordDict(
-                {
-                    protocol.SITE: site,
-                    protocol.REFUSED: ConfigRecord({"reason": str(refused)}),
-                    protocol.METRICS: _numbers(spent),
-                }
-            ),
-            reply_to=message,
-        )
+        return Message(_refusal(site, refused), reply_to=message)
+    update = reply.encrypted if reply.encrypted is not None else reply.weights
     metrics = _numbers({**reply.metrics, protocol.NUM_EXAMPLES: reply.num_examples})
-    content = RecordDict({protocol.SITE: site, protocol.WEIGHTS: ArrayRecord(reply.weights), protocol.METRICS: metrics})
-    return Message(content, reply_to=message)
+    return Message(
+        RecordDict({protocol.SITE: site, protocol.METRICS: metrics, **model_records(update)}), reply_to=message
+    )
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
-    result = runtime.evaluate(message.content[protocol.WEIGHTS].to_torch_state_dict())
+    result = runtime.evaluate(model_from(message.content))
     site = ConfigRecord({"site": result["site"], "centre": result["centre"], "role": result["role"]})
     return Message(RecordDict({protocol.SITE: site, protocol.COUNTS: _numbers(result["counts"])}), reply_to=message)

@@ -8,10 +8,19 @@ import sys
 from collections.abc import Sequence
 
 from fedseg import __version__
-from fedseg.cli import demo, evaluate, predict, privacy, synth, train
+from fedseg.cli import demo, evaluate, keys, predict, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
 
-COMMANDS = {"synth": synth, "train": train, "evaluate": evaluate, "predict": predict, "privacy": privacy, "demo": demo}
+COMMANDS = {
+    "synth": synth,
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "privacy": privacy,
+    "keys": keys,
+    "decrypt": keys,
+    "demo": demo,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
+    for module in dict.fromkeys(COMMANDS.values()):
         module.add_parser(sub)
     return parser
 

@@ -10,10 +10,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fedseg.configuration import ConfigError
+from fedseg.crypto.keys import HEKeyError
 from fedseg.data.errors import DataError
 from fedseg.models.checkpoint import CheckpointError
 
-USER_ERRORS = (DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, ConfigError, CheckpointError, HEKeyError, ValueError, FileNotFoundError, FileExistsError)
 
 
 class TqdmHandler(logging.Handler):

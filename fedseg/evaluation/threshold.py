@@ -51,6 +51,8 @@ def pick_threshold(
     dice = np.zeros((len(records), len(candidates)))
     for i, record in enumerate(tqdm(records, desc="threshold", unit="img", disable=not progress, leave=False)):
         loaded = load_record(record, channels=predictor.preprocessing.channels)
+        if loaded.mask is None:
+            raise ValueError(f"{record.image}: threshold choice needs labelled images")
         probabilities = predictor.probabilities(loaded.image, loaded.fov)
         for j, threshold in enumerate(candidates):
             dice[i, j] = score_image(probabilities > threshold, loaded.mask, fov=loaded.fov, with_hd95=False).dice

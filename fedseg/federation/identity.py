@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedseg.configuration import ConfigError
+from fedseg.crypto.keys import SITE_FILE, HEContext, load_context
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.run_outputs import RunFolder
 from fedseg.federation.sites import SiteSpec, parse_site
@@ -21,6 +22,24 @@ class SiteIdentity:
     data_root: Path
     state_dir: Path
     device: str
+    he_keys: Path | None = None
+
+    def load_he(self) -> HEContext | None:
+        return load_context(self.he_keys, expect="site") if self.he_keys is not None else None
+
+
+def _site_keys(node_config: Mapping[str, Any], config: FederationConfig) -> Path | None:
+    """The site context: node config 'he-keys' (a file), else run config 'he-keys' (a folder) / site.context."""
+    if not config.he:
+        return None
+    if "he-keys" in node_config:
+        return Path(str(node_config["he-keys"]))
+    if not config.he_keys:
+        raise ConfigError(
+            "he = true needs the keys: run config 'he-keys' (folder of `fedseg keys`) or node config "
+            "'he-keys' (the site's site.context)"
+        )
+    return Path(config.he_keys) / SITE_FILE
 
 
 def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> SiteIdentity:
@@ -32,7 +51,9 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
             raise ConfigError(f"node config 'site': {error}") from None
         data_root = Path(str(node_config.get("data-root", config.data_root)))
         state_dir = Path(str(node_config.get("state-dir", DEFAULT_STATE_ROOT / spec.name)))
-        return SiteIdentity(spec, data_root, state_dir, str(node_config.get("device", config.device)))
+        return SiteIdentity(
+            spec, data_root, state_dir, str(node_config.get("device", config.device)), _site_keys(node_config, config)
+        )
     if "partition-id" in node_config:
         index, sites = int(node_config["partition-id"]), config.sites
         if index >= len(sites):
@@ -41,9 +62,8 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
                 f"sites; run with --federation-config num-supernodes={len(sites)}"
             )
         spec = sites[index]
-        return SiteIdentity(
-            spec, Path(config.data_root), RunFolder(Path(config.out), config).site_state_dir(spec.name), config.device
-        )
+        state_dir = RunFolder(Path(config.out), config).site_state_dir(spec.name)
+        return SiteIdentity(spec, Path(config.data_root), state_dir, config.device, _site_keys(node_config, config))
     raise ConfigError(
         "node config names no site: start the SuperNode with --node-config \"site='CENTRE' "
         "data-root='/data'\" (or run a simulation, which sets partition-id)"

@@ -7,7 +7,9 @@
     privacy.jsonl         the privacy ledger: per site and round, sampling rate, noise, steps, epsilon
     checkpoints/last.pt   the global model after the last round (self-describing, atomic)
     checkpoints/best.pt   the global model with the best validation Dice of the *training* sites
-    checkpoints/server.pt the server's resume point: round, global weights, best score
+    checkpoints/last.he, best.he   instead of the two above with encrypted aggregation: the server never
+                          holds the plaintext model; a site turns them into .pt with `fedseg decrypt`
+    checkpoints/server.pt the server's resume point: round, global model (or its ciphertext), best score
     summary.md, learning_curve.png
 
 Order of writes per round: the round's log lines, then the checkpoints, then the resume point.
@@ -21,13 +23,22 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
 from fedseg.configuration import ConfigError
+from fedseg.crypto import transport
+from fedseg.crypto.packing import EncryptedVector
 from fedseg.federation.config import FederationConfig
-from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from fedseg.files import (
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 from fedseg.models import build_model
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import load_model_state
@@ -38,10 +49,13 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = {"num-server-rounds", "resume", "round-timeout", "min-train-sites", "device"}
 
 
+Model = Union[Mapping[str, torch.Tensor], EncryptedVector]
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     round: int
-    weights: Mapping[str, torch.Tensor]
+    model: Model
     best_validation_dice: float | None
 
 
@@ -53,6 +67,8 @@ class RunFolder:
         self.privacy = self.root / "privacy.jsonl"
         self.last = self.root / "checkpoints" / "last.pt"
         self.best = self.root / "checkpoints" / "best.pt"
+        self.last_encrypted = self.root / "checkpoints" / "last.he"
+        self.best_encrypted = self.root / "checkpoints" / "best.he"
         self.server_state = self.root / "checkpoints" / "server.pt"
         self.summary = self.root / "summary.md"
         self.curve = self.root / "learning_curve.png"
@@ -87,7 +103,8 @@ class RunFolder:
 
     def _resume_point(self) -> ResumePoint:
         state = torch.load(self.server_state, map_location="cpu", weights_only=True)
-        return ResumePoint(int(state["round"]), state["weights"], state["best_validation_dice"])
+        model = transport.from_bytes(state["encrypted"])[0] if state["encrypted"] is not None else state["weights"]
+        return ResumePoint(int(state["round"]), model, state["best_validation_dice"])
 
     def _drop_lines_after(self, last_round: int) -> None:
         for path in (self.rounds, self.privacy):
@@ -101,35 +118,60 @@ class RunFolder:
         for entry in ledger:
             append_jsonl(self.privacy, dict(entry))
 
-    def save_models(
-        self,
-        server_round: int,
-        weights: Mapping[str, torch.Tensor],
-        *,
-        validation_dice: float | None,
-        best_validation_dice: float | None,
-    ) -> float | None:
-        """Write last.pt (and best.pt when validation improved), then the resume point. Returns the best score."""
-        model = build_model(self.config.model_config)
-        load_model_state(model, weights)
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
-        meta = {
+    def _meta(self, server_round: int, validation_dice: float | None) -> dict[str, Any]:
+        return {
             "round": server_round,
             "experiment": self.config.experiment,
             "crop_size": self.config.crop_size,
             "validation_dice": validation_dice,
             "federated": True,
         }
+
+    def _save_plain(self, path: Path, weights: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        model = build_model(self.config.model_config)
+        load_model_state(model, weights)
+        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
         save_checkpoint(
-            self.last, model=model, model_config=self.config.model_config, preprocessing=preprocessing, meta=meta
+            path, model=model, model_config=self.config.model_config, preprocessing=preprocessing, meta=meta
         )
+
+    def _save_encrypted(self, path: Path, vector: EncryptedVector, meta: dict[str, Any]) -> None:
+        """The encrypted global model with what a site needs to decrypt it into a checkpoint."""
+        atomic_write_bytes(
+            path,
+            transport.to_bytes(
+                vector,
+                model=self.config.model_config.to_json(),
+                preprocessing={
+                    "channels": self.config.channels,
+                    "resize": self.config.resize or None,
+                    "normalisation": "image",
+                },
+                **meta,
+            ),
+        )
+
+    def save_models(
+        self, server_round: int, model: Model, *, validation_dice: float | None, best_validation_dice: float | None
+    ) -> float | None:
+        """Write the last model (and the best, when validation improved), then the resume point.
+
+        With encrypted aggregation the files are ``.he`` ciphertexts. Returns the best score so far.
+        """
+        meta = self._meta(server_round, validation_dice)
+        encrypted = isinstance(model, EncryptedVector)
+        save = self._save_encrypted if encrypted else self._save_plain
+        save(self.last_encrypted if encrypted else self.last, model, meta)  # type: ignore[arg-type]
         if validation_dice is not None and (best_validation_dice is None or validation_dice > best_validation_dice):
             best_validation_dice = validation_dice
-            save_checkpoint(
-                self.best, model=model, model_config=self.config.model_config, preprocessing=preprocessing, meta=meta
-            )
+            save(self.best_encrypted if encrypted else self.best, model, meta)  # type: ignore[arg-type]
         atomic_torch_save(
-            {"round": server_round, "weights": dict(weights), "best_validation_dice": best_validation_dice},
+            {
+                "round": server_round,
+                "weights": None if encrypted else dict(model),  # type: ignore[arg-type]
+                "encrypted": transport.to_bytes(model) if encrypted else None,  # type: ignore[arg-type]
+                "best_validation_dice": best_validation_dice,
+            },
             self.server_state,
         )
         return best_validation_dice

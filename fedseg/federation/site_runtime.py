@@ -17,10 +17,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
+from fedseg.configuration import ConfigError
+from fedseg.crypto import transport
+from fedseg.crypto.keys import HEContext
+from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average, encrypt_weighted
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import score_records
 from fedseg.federation.config import FederationConfig
@@ -32,7 +36,7 @@ from fedseg.files import atomic_write_bytes
 from fedseg.inference.predictor import Predictor
 from fedseg.models import build_model
 from fedseg.models.checkpoint import Preprocessing
-from fedseg.models.state import load_model_state
+from fedseg.models.state import load_model_state, model_state
 from fedseg.training.local import LocalState
 
 logger = logging.getLogger(__name__)
@@ -43,11 +47,21 @@ _DATA_CACHE: OrderedDict[tuple, SiteData] = OrderedDict()
 _CACHE_SIZE = 4
 
 
+GlobalModel = Union[Mapping[str, torch.Tensor], EncryptedVector]
+
+
 @dataclass(frozen=True)
 class TrainReply:
-    weights: OrderedDict[str, torch.Tensor]
+    """Local weights in plaintext, or (with HE) encrypted and multiplied by ``num_examples``."""
+
+    weights: OrderedDict[str, torch.Tensor] | None
     num_examples: int
     metrics: dict[str, Any]
+    encrypted: EncryptedVector | None = None
+
+
+def global_digest(model: GlobalModel) -> str:
+    return model.digest if isinstance(model, EncryptedVector) else weights_digest(model)
 
 
 def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> SiteData:
@@ -77,9 +91,22 @@ def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> S
 
 class SiteRuntime:
     def __init__(
-        self, spec: SiteSpec, config: FederationConfig, *, data_root: Path, state_dir: Path, device: str = "auto"
+        self,
+        spec: SiteSpec,
+        config: FederationConfig,
+        *,
+        data_root: Path,
+        state_dir: Path,
+        device: str = "auto",
+        he: HEContext | None = None,
     ) -> None:
-        self.spec, self.config = spec, config
+        if config.he and he is None:
+            raise ConfigError(
+                f"site {spec.name}: the run uses encrypted aggregation (he = true) but this site "
+                "has no site.context; set run config 'he-keys' or node config 'he-keys'"
+            )
+        self.spec, self.config, self.he = spec, config, he
+        self._decrypt_seconds = 0.0
         self.data_root, self.state_dir = Path(data_root), Path(state_dir)
         self.device = resolve_device(device)
         self.seed = config.seed + zlib.crc32(spec.name.encode()) % 100_000
@@ -113,32 +140,40 @@ class SiteRuntime:
         if saved["round"] != server_round or saved["global"] != digest:
             return None
         logger.info("site %s: round %d was answered before; sending the same reply", self.spec.name, server_round)
-        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"])
+        encrypted = transport.from_bytes(saved["encrypted"])[0] if saved["encrypted"] is not None else None
+        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], encrypted)
 
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
         buffer = io.BytesIO()
-        torch.save(
-            {
-                "round": server_round,
-                "global": digest,
-                "weights": reply.weights,
-                "num_examples": reply.num_examples,
-                "metrics": reply.metrics,
-            },
-            buffer,
-        )
+        encrypted = transport.to_bytes(reply.encrypted) if reply.encrypted is not None else None
+        payload = {"round": server_round, "global": digest, "weights": reply.weights, "encrypted": encrypted,
+                   "num_examples": reply.num_examples, "metrics": reply.metrics}
+        torch.save(payload, buffer)
         atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
         atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
 
     # -- federation calls -----------------------------------------------------------------------
-    def train(self, server_round: int, global_weights: Mapping[str, torch.Tensor]) -> TrainReply:
+    def plaintext(self, model: GlobalModel) -> Mapping[str, torch.Tensor]:
+        """The global weights: decrypted and divided by the total weight when they arrive encrypted."""
+        if not isinstance(model, EncryptedVector):
+            return model
+        if self.he is None:
+            raise ConfigError(f"site {self.spec.name} received an encrypted model but holds no site.context")
+        started = time.perf_counter()
+        weights = decrypt_average(model, self.he, Layout.of(model_state(build_model(self.config.model_config))))
+        self._decrypt_seconds = time.perf_counter() - started
+        return weights
+
+    def train(self, server_round: int, global_model: GlobalModel) -> TrainReply:
         """One round of local training. Raises ``PrivacyBudgetExhausted`` when over budget."""
         if not self.spec.trains:
             raise RuntimeError(f"site {self.spec.name} is a held-out evaluation site; it never trains")
-        digest = weights_digest(global_weights)
+        digest = global_digest(global_model)
         cached = self._cached_reply(server_round, digest)
         if cached is not None:
             return cached
+        self._decrypt_seconds = 0.0
+        global_weights = self.plaintext(global_model)
         config = SiteTrainingConfig(
             model=self.config.model_config,
             local=self.config.local_config,
@@ -152,6 +187,15 @@ class SiteRuntime:
         logger.info("site %s: round %d trained in %.1f s", self.spec.name, server_round, time.perf_counter() - started)
         metrics = {**update.metrics, "labelled": data.n_labelled, "unlabelled": data.n_unlabelled}
         reply = TrainReply(update.weights, update.num_examples, metrics)
+        if self.he is not None:
+            started = time.perf_counter()
+            encrypted = encrypt_weighted(update.weights, float(update.num_examples), self.he)
+            metrics.update(
+                he_encrypt_seconds=time.perf_counter() - started,
+                he_decrypt_seconds=self._decrypt_seconds,
+                he_bytes_up=encrypted.nbytes,
+            )
+            reply = TrainReply(None, update.num_examples, metrics, encrypted)
         self._store(server_round, digest, reply, update.state)
         return reply
 
@@ -165,10 +209,10 @@ class SiteRuntime:
             "epsilon_budget": state.privacy.epsilon_budget,
         }
 
-    def evaluate(self, global_weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    def evaluate(self, global_model: GlobalModel) -> dict[str, Any]:
         """Sums and counts of the global model on this site's evaluation images (whole images)."""
         model = build_model(self.config.model_config)
-        load_model_state(model, global_weights)
+        load_model_state(model, self.plaintext(global_model))
         inference = self.config.inference_config
         preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
         predictor = Predictor(model, preprocessing, inference.tiling({}), tta=False, device=self.device)

@@ -39,4 +39,5 @@ def mark_empty_batch(model: nn.Module) -> None:
     """Per-sample gradients of an empty Poisson batch: the step still adds noise, as the analysis assumes."""
     for parameter in model.parameters():
         if parameter.requires_grad:
-            parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device, dtype=parameter.dtype)
+            empty = torch.zeros((0, *parameter.shape), device=parameter.device, dtype=parameter.dtype)
+            setattr(parameter, "grad_sample", empty)  # noqa: B010  (Opacus' per-sample gradient attribute)

@@ -102,3 +102,29 @@ def test_a_failing_site_is_left_out_and_the_round_goes_on(
     assert set(rounds[0]["train"]) == {"STARE"}
     assert "AV-WIDE" in rounds[0]["left_out"] and "failed" in rounds[0]["left_out"]["AV-WIDE"]
     assert rounds[0]["heldout"]["CHASE_DB1"]["n_images"] == 4
+
+
+def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
+    retina_crops: Path, tmp_path: Path, flower_home: Path
+) -> None:
+    from fedseg.crypto.checkpoint import decrypt_checkpoint
+    from fedseg.crypto.keys import generate_keys
+
+    generate_keys(tmp_path / "keys")
+    run = tmp_path / "run"
+    log = simulate(
+        tiny_run_config(
+            retina_crops, run, "STARE,AV-WIDE,heldout:CHASE_DB1", **{"he": True, "he-keys": str(tmp_path / "keys")}
+        )
+    )
+    rounds = read_jsonl(run / "rounds.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2], log[-3000:]
+    for record in rounds:
+        assert set(record["train"]) == {"STARE", "AV-WIDE"} and record["left_out"] == {}
+        assert record["he"]["bytes_down"] > 0 and all(m["he_bytes_up"] > 0 for m in record["train"].values())
+        assert record["heldout"]["CHASE_DB1"]["n_images"] == 4
+    assert (run / "checkpoints" / "last.he").exists() and not (run / "checkpoints" / "last.pt").exists()
+    checkpoint = load_checkpoint(
+        decrypt_checkpoint(run / "checkpoints" / "last.he", tmp_path / "keys" / "site.context", tmp_path / "last.pt")
+    )
+    assert checkpoint.meta["round"] == ROUNDS
