@@ -39,7 +39,8 @@ from fedseg.models.state import model_state
 from sites.records import model_from, model_records
 
 logger = logging.getLogger("fedseg.server")
-NODE_WAIT_SECONDS = 120.0
+FIRST_NODE_WAIT_SECONDS = 120.0  # the first round waits this long for every site to connect
+LATER_NODE_WAIT_SECONDS = 5.0  # later rounds go on without a site that is not connected
 TRAIN_METRICS = (
     "supervised_loss",
     "consistency_loss",
@@ -82,8 +83,8 @@ class FederatedSegmentation:
         self.layout = Layout.of(self.initial_weights())
 
     # -- who is there ---------------------------------------------------------------------------
-    def _wait_for_nodes(self) -> list[int]:
-        deadline = time.monotonic() + NODE_WAIT_SECONDS
+    def _wait_for_nodes(self, patience: float) -> list[int]:
+        deadline = time.monotonic() + patience
         nodes = list(self.grid.get_node_ids())
         while len(nodes) < len(self.expected) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -92,10 +93,10 @@ class FederatedSegmentation:
 
     def discover(self, *, strict: bool) -> dict[int, dict[str, Any]]:
         """Ask every node which site it is; check the answers against the site map."""
-        nodes = self._wait_for_nodes()
+        nodes = self._wait_for_nodes(FIRST_NODE_WAIT_SECONDS if strict else LATER_NODE_WAIT_SECONDS)
         messages = [Message(RecordDict({}), dst_node_id=n, message_type=f"query.{protocol.DESCRIBE}") for n in nodes]
         sites: dict[int, dict[str, Any]] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=self.config.round_timeout):
+        for reply in self.grid.send_and_receive(messages, timeout=min(self.config.round_timeout, 120.0)):
             if reply.has_error():
                 _log("node %s could not describe itself: %s", reply.metadata.src_node_id, reply.error.reason)
                 continue

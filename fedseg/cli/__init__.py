@@ -8,16 +8,19 @@ import sys
 from collections.abc import Sequence
 
 from fedseg import __version__
-from fedseg.cli import demo, evaluate, keys, predict, privacy, synth, train
+from fedseg.cli import check, demo, deploy, evaluate, keys, predict, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
 
 COMMANDS = {
+    "check": check,
     "synth": synth,
     "train": train,
     "evaluate": evaluate,
     "predict": predict,
     "privacy": privacy,
     "keys": keys,
+    "certs": deploy,
+    "node-key": deploy,
     "decrypt": keys,
     "demo": demo,
 }

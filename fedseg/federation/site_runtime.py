@@ -146,8 +146,14 @@ class SiteRuntime:
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
         buffer = io.BytesIO()
         encrypted = transport.to_bytes(reply.encrypted) if reply.encrypted is not None else None
-        payload = {"round": server_round, "global": digest, "weights": reply.weights, "encrypted": encrypted,
-                   "num_examples": reply.num_examples, "metrics": reply.metrics}
+        payload = {
+            "round": server_round,
+            "global": digest,
+            "weights": reply.weights,
+            "encrypted": encrypted,
+            "num_examples": reply.num_examples,
+            "metrics": reply.metrics,
+        }
         torch.save(payload, buffer)
         atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
         atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)

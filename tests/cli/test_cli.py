@@ -42,3 +42,18 @@ def test_model_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
         ]
     )
     assert code == 2 and "has no option(s) ['depth']" in capsys.readouterr().err
+
+
+def test_check_reports_real_centres_and_names_bad_files(retina_crops: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    assert main(["check", "--data", str(retina_crops)]) == 0
+    out = capsys.readouterr().out
+    assert "CHASE_DB1" in out and "no problems found" in out
+    shutil.copytree(retina_crops / "STARE", tmp_path / "STARE")
+    victim = sorted((tmp_path / "STARE" / "images").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:64])
+    assert main(["check", "--data", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert victim.name in out and "1 error(s)" in out

@@ -1,0 +1,67 @@
+"""Start this hospital's SuperNode: ``python -m sites.supernode`` (the site container's entry point).
+
+Settings come from the environment (or the matching ``--options``)::
+
+    FEDSEG_SITE        site spec, e.g. STARE or heldout:CHASE_DB1          (required)
+    FEDSEG_SUPERLINK   the SuperLink's address, host:port                   (required)
+    FEDSEG_DATA        the image folder (one sub-folder per centre)          default /data
+    FEDSEG_STATE       where the site keeps its private state                default /state
+    FEDSEG_CA          the federation's CA certificate (TLS)                 default /certs/ca.crt
+    FEDSEG_NODE_KEY    the site's SuperNode private key (node auth)          default /keys/node.key
+    FEDSEG_HE_KEYS     the site's site.context (encrypted aggregation)       optional
+    FEDSEG_DEVICE      cpu, cuda or auto                                     default auto
+    FEDSEG_PORT        the SuperNode's local runtime port                    default 9094
+
+It checks the files exist, then replaces itself with ``flower-supernode``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+SETTINGS = {
+    "site": ("FEDSEG_SITE", None), "superlink": ("FEDSEG_SUPERLINK", None), "data": ("FEDSEG_DATA", "/data"),
+    "state": ("FEDSEG_STATE", "/state"), "ca": ("FEDSEG_CA", "/certs/ca.crt"),
+    "node_key": ("FEDSEG_NODE_KEY", "/keys/node.key"), "he_keys": ("FEDSEG_HE_KEYS", ""),
+    "device": ("FEDSEG_DEVICE", "auto"), "port": ("FEDSEG_PORT", "9094"),
+}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, (variable, default) in SETTINGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", default=os.environ.get(variable, default),
+                            help=f"(env {variable})")
+    args = parser.parse_args(argv)
+    missing = [SETTINGS[n][0] for n in ("site", "superlink") if not getattr(args, n)]
+    if missing:
+        parser.error(f"set {', '.join(missing)}")
+    return args
+
+
+def supernode_command(args: argparse.Namespace) -> list[str]:
+    for label, path in (("CA certificate", args.ca), ("node key", args.node_key), ("data folder", args.data)):
+        if not Path(path).exists():
+            raise SystemExit(f"fedseg supernode: {label} not found at {path}")
+    if args.he_keys and not Path(args.he_keys).is_file():
+        raise SystemExit(f"fedseg supernode: HE key file not found at {args.he_keys}")
+    node_config = f"site='{args.site}' data-root='{args.data}' state-dir='{args.state}' device='{args.device}'"
+    if args.he_keys:
+        node_config += f" he-keys='{args.he_keys}'"
+    binary = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
+    return [binary, "--superlink", args.superlink, "--root-certificates", args.ca, "--auth-supernode-private-key",
+            args.node_key, "--node-config", node_config, "--isolation", "subprocess", "--port", str(args.port)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = supernode_command(parse(argv))
+    Path(parse(argv).state).mkdir(parents=True, exist_ok=True)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
