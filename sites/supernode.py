@@ -24,18 +24,24 @@ import sys
 from pathlib import Path
 
 SETTINGS = {
-    "site": ("FEDSEG_SITE", None), "superlink": ("FEDSEG_SUPERLINK", None), "data": ("FEDSEG_DATA", "/data"),
-    "state": ("FEDSEG_STATE", "/state"), "ca": ("FEDSEG_CA", "/certs/ca.crt"),
-    "node_key": ("FEDSEG_NODE_KEY", "/keys/node.key"), "he_keys": ("FEDSEG_HE_KEYS", ""),
-    "device": ("FEDSEG_DEVICE", "auto"), "port": ("FEDSEG_PORT", "9094"),
+    "site": ("FEDSEG_SITE", None),
+    "superlink": ("FEDSEG_SUPERLINK", None),
+    "data": ("FEDSEG_DATA", "/data"),
+    "state": ("FEDSEG_STATE", "/state"),
+    "ca": ("FEDSEG_CA", "/certs/ca.crt"),
+    "node_key": ("FEDSEG_NODE_KEY", "/keys/node.key"),
+    "he_keys": ("FEDSEG_HE_KEYS", ""),
+    "device": ("FEDSEG_DEVICE", "auto"),
+    "port": ("FEDSEG_PORT", "9094"),
 }
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, (variable, default) in SETTINGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", default=os.environ.get(variable, default),
-                            help=f"(env {variable})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", default=os.environ.get(variable, default), help=f"(env {variable})"
+        )
     args = parser.parse_args(argv)
     missing = [SETTINGS[n][0] for n in ("site", "superlink") if not getattr(args, n)]
     if missing:
@@ -53,8 +59,21 @@ def supernode_command(args: argparse.Namespace) -> list[str]:
     if args.he_keys:
         node_config += f" he-keys='{args.he_keys}'"
     binary = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
-    return [binary, "--superlink", args.superlink, "--root-certificates", args.ca, "--auth-supernode-private-key",
-            args.node_key, "--node-config", node_config, "--isolation", "subprocess", "--port", str(args.port)]
+    return [
+        binary,
+        "--superlink",
+        args.superlink,
+        "--root-certificates",
+        args.ca,
+        "--auth-supernode-private-key",
+        args.node_key,
+        "--node-config",
+        node_config,
+        "--isolation",
+        "subprocess",
+        "--port",
+        str(args.port),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,3 +59,13 @@ def positive_int(text: str) -> int:
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+
+def report_failures(failures: list[str]) -> int:
+    """Print the files that could not be read (skipped, never silently) and return the exit code."""
+    if not failures:
+        return 0
+    print(f"{len(failures)} image(s) could not be read and were skipped:")
+    for failure in failures:
+        print(f"  {failure}")
+    return 1

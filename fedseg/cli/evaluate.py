@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedseg.cli.common import add_device, csv_list
+from fedseg.cli.common import add_device, csv_list, report_failures
 from fedseg.evaluation.evaluate import EvaluateConfig, evaluate
 from fedseg.inference.crf import CRFConfig
 from fedseg.inference.predictor import InferenceConfig
@@ -102,9 +102,4 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report.metrics))
     print(f"threshold {report.metrics['settings']['threshold']} ({report.metrics['settings']['threshold_source']})")
     print(f"wrote metrics.json, per_image.csv and report.md to {args.out}")
-    if report.failures:
-        print(f"{len(report.failures)} image(s) could not be read and were skipped:")
-        for failure in report.failures:
-            print(f"  {failure}")
-        return 1
-    return 0
+    return report_failures(report.failures)

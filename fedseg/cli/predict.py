@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedseg.cli.common import add_device
+from fedseg.cli.common import add_device, report_failures
 from fedseg.cli.evaluate import add_inference_arguments, inference_config_from_args
 from fedseg.inference.predict import PredictConfig, predict_folder
 
@@ -32,9 +32,4 @@ def run(args: argparse.Namespace) -> int:
     report = predict_folder(config)
     masks = [p for p in report.written if not p.stem.endswith("_prob")]
     print(f"wrote {len(masks)} mask(s) to {args.out}")
-    if report.failures:
-        print(f"{len(report.failures)} image(s) could not be read and were skipped:")
-        for failure in report.failures:
-            print(f"  {failure}")
-        return 1
-    return 0
+    return report_failures(report.failures)

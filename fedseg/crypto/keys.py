@@ -16,6 +16,7 @@ but errs up to 2e-6; [60, 40] / 2^40 errs 2e-9 but is 8.0x.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -131,14 +132,24 @@ def generate_keys(out: str | Path, parameters: HEParameters = HEParameters()) ->
     return fingerprint
 
 
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int, expect: str) -> HEContext:
+    return _load(Path(path), expect)
+
+
 def load_context(path: str | Path, *, expect: str) -> HEContext:
     """Load a site (``expect="site"``) or server (``expect="server"``) context, checking its kind.
 
     A server context that holds a secret key is refused: the aggregator must never be able to decrypt.
+    Loaded contexts are cached per file (and its modification time) within a process.
     """
     path = Path(path)
     if not path.is_file():
         raise HEKeyError(f"{path}: key file not found; make keys with `fedseg keys --out DIR`")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, expect)
+
+
+def _load(path: Path, expect: str) -> HEContext:
     header, payload = _unpack(path.read_bytes(), path)
     if header.get("kind") != expect:
         raise HEKeyError(f"{path}: is a {header.get('kind')} context, but a {expect} context is needed here")

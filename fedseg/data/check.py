@@ -48,7 +48,7 @@ def check_centre(root: Path, centre: str, *, progress: bool = True) -> CentreRep
     except DataError as error:
         report.problems.append(str(error))
         return report
-    for record in tqdm(records, desc=f"check {centre}", unit="img", disable=not progress, leave=False):
+    for record in tqdm(records, desc=f"check {centre}", unit="img", disable=None if progress else True, leave=False):
         report.images += 1
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

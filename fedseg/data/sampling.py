@@ -41,18 +41,22 @@ class UniformKeys:
 
 
 class StratifiedKeys:
-    """A fixed share of each batch from the labelled pool, the rest from the unlabelled pool (Mean Teacher)."""
+    """``batch_size`` labelled images plus ``round(batch_size * unlabelled_ratio)`` unlabelled ones (Mean Teacher).
+
+    The labelled part is the batch a supervised-only run would draw, so Mean Teacher adds the
+    unlabelled images on top of the same supervised signal rather than replacing part of it.
+    """
 
     def __init__(
-        self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, *, labelled_share: float, seed: int
+        self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, *, unlabelled_ratio: float, seed: int
     ) -> None:
         if not labelled:
             raise ValueError("Mean Teacher needs at least one labelled image")
-        n_labelled = max(1, round(batch_size * labelled_share)) if unlabelled else batch_size
-        self.labelled = UniformKeys(labelled, n_labelled, seed=seed)
-        self.unlabelled = (
-            UniformKeys(unlabelled, batch_size - n_labelled, seed=seed + 1) if n_labelled < batch_size else None
-        )
+        if unlabelled_ratio < 0:
+            raise ValueError(f"unlabelled_ratio must be >= 0, got {unlabelled_ratio}")
+        self.labelled = UniformKeys(labelled, batch_size, seed=seed)
+        n_unlabelled = round(batch_size * unlabelled_ratio) if unlabelled else 0
+        self.unlabelled = UniformKeys(unlabelled, n_unlabelled, seed=seed + 1) if n_unlabelled else None
 
     def keys_for_step(self, step: int) -> list[SampleKey]:
         keys = self.labelled.keys_for_step(step)

@@ -196,7 +196,7 @@ def generate(config: SynthConfig, *, progress: bool = True) -> list[CentreAppear
     appearances = [centre_appearance(i, config.centres, config.seed) for i in range(config.centres)]
     jobs = [(a, i) for a in appearances for i in range(config.images)]
     n_unlabelled = round(config.unlabelled_fraction * config.images)
-    for appearance, index in tqdm(jobs, desc="synth", unit="img", disable=not progress):
+    for appearance, index in tqdm(jobs, desc="synth", unit="img", disable=None if progress else True):
         rng = np.random.default_rng([config.seed, appearances.index(appearance), index])
         image, mask, fov = synth_image(config.size, rng, appearance)
         folder = Path(config.out) / appearance.name

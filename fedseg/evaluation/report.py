@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from fedseg.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from fedseg.files import atomic_write_text
+from fedseg.plotting import plt, save_figure
 
 TRUE_POSITIVE = (40, 200, 60)
 FALSE_POSITIVE = (255, 0, 200)
@@ -72,12 +68,8 @@ def dice_bar_chart(path: Path, centres: Mapping[str, Mapping[str, Any]]) -> Path
     axis.grid(axis="y", alpha=0.3)
     if len(series) > 1:
         axis.legend(loc="lower right")
-    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(figure, path)
 
 
 def _cell(value: Any, digits: int = 3) -> str:

@@ -53,7 +53,9 @@ def _row(record: ImageRecord, loaded: LoadedImage, scores: ImageScores, plain: I
 
 def _labelled_images(records: Sequence[ImageRecord], channels: int, result: CentreResult, progress: bool):
     """Loaded labelled records; unreadable files are logged into ``result.failures`` and skipped."""
-    for record in tqdm(records, desc=f"evaluate {result.centre}", unit="img", disable=not progress, leave=False):
+    for record in tqdm(
+        records, desc=f"evaluate {result.centre}", unit="img", disable=None if progress else True, leave=False
+    ):
         if not record.labelled:
             result.unlabelled += 1
             continue

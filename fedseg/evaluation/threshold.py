@@ -49,7 +49,9 @@ def pick_threshold(
 ) -> ThresholdChoice:
     """The candidate with the highest mean per-image Dice (ties go to the one closest to 0.5)."""
     dice = np.zeros((len(records), len(candidates)))
-    for i, record in enumerate(tqdm(records, desc="threshold", unit="img", disable=not progress, leave=False)):
+    for i, record in enumerate(
+        tqdm(records, desc="threshold", unit="img", disable=None if progress else True, leave=False)
+    ):
         loaded = load_record(record, channels=predictor.preprocessing.channels)
         if loaded.mask is None:
             raise ValueError(f"{record.image}: threshold choice needs labelled images")

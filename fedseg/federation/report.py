@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from fedseg.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from fedseg.files import atomic_write_text
+from fedseg.plotting import plt, save_figure
 
 
 def _series(rounds: Sequence[dict[str, Any]], section: str) -> dict[str, list[tuple[int, float]]]:
@@ -52,11 +47,7 @@ def learning_curve(path: Path, rounds: Sequence[dict[str, Any]]) -> Path:
         axis.set(xlabel="round", ylabel="epsilon spent", title="Privacy (DP-SGD)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(figure, path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -58,7 +58,7 @@ def predict_folder(config: PredictConfig, *, progress: bool = True) -> PredictRe
     checkpoint = load_checkpoint(config.checkpoint)
     predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     written, failures = [], []
-    for path in tqdm(image_files(config.images), desc="predict", unit="img", disable=not progress):
+    for path in tqdm(image_files(config.images), desc="predict", unit="img", disable=None if progress else True):
         try:
             image = read_image(path, channels=predictor.preprocessing.channels)
         except DataError as error:

@@ -29,7 +29,7 @@ def load_images(
 ) -> list[LoadedImage]:
     """Load records into memory; masks only of records whose key is in ``labelled`` (all when None)."""
     loaded = []
-    for record in tqdm(records, desc="load images", unit="img", disable=not progress, leave=False):
+    for record in tqdm(records, desc="load images", unit="img", disable=None if progress else True, leave=False):
         with_mask = labelled is None or record.key in labelled
         loaded.append(load_record(record, channels=data.channels, resize=data.resize, with_mask=with_mask))
     return loaded

@@ -202,7 +202,7 @@ class LocalTrainer:
                     labelled,
                     unlabelled,
                     self.config.batch_size,
-                    labelled_share=self.config.mean_teacher.labelled_share,
+                    unlabelled_ratio=self.config.mean_teacher.unlabelled_ratio,
                     seed=self.seed,
                 )
             return UniformKeys(labelled, self.config.batch_size, seed=self.seed)
@@ -283,7 +283,11 @@ class LocalTrainer:
         student_view = None
         if mean_teacher is not None:
             student_view = Perturbation(
-                len(images), noise_std=mean_teacher.noise_std, flips=mean_teacher.flips, generator=self.noise_generator
+                len(images),
+                noise_std=mean_teacher.noise_std,
+                flips=mean_teacher.flips,
+                generator=self.noise_generator,
+                jitter=mean_teacher.student_jitter,
             )
             images = student_view.apply(images)
         with autocast(self.device):

@@ -2,8 +2,9 @@
 
 The teacher is an exponential moving average of the student's weights; early steps follow
 the student closely (decay ``min(1 - 1/(t+1), ema_decay)``). Student and teacher see
-independently perturbed copies of each crop (Gaussian noise, flips); flips are undone on the
-logits before the two are compared, and the consistency weight ramps up along a sigmoid.
+independently perturbed copies of each crop (Gaussian noise, flips; the student also a random
+per-channel gain and offset); flips are undone on the logits before the two are compared, and
+the consistency weight ramps up along a sigmoid.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ class MeanTeacherConfig:
     rampup_steps: int = 200
     noise_std: float = 0.15
     flips: bool = True
-    labelled_share: float = 0.5
+    student_jitter: float = 0.25
+    unlabelled_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.consistency_weight < 0 or self.rampup_steps < 0 or self.noise_std < 0:
-            raise ValueError("consistency_weight, rampup_steps and noise_std must be >= 0")
-        if not 0.0 < self.labelled_share <= 1.0:
-            raise ValueError(f"labelled_share must be in (0, 1], got {self.labelled_share}")
+        if self.consistency_weight < 0 or self.rampup_steps < 0 or self.noise_std < 0 or self.student_jitter < 0:
+            raise ValueError("consistency_weight, rampup_steps, noise_std and student_jitter must be >= 0")
+        if self.unlabelled_ratio < 0:
+            raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio}")
 
 
 def consistency_weight(step: int, config: MeanTeacherConfig) -> float:
@@ -66,10 +68,17 @@ def ema_update(teacher: nn.Module, student: nn.Module, *, step: int, decay: floa
 
 
 class Perturbation:
-    """Per-sample Gaussian noise and random flips; ``undo`` flips logits back to the input's frame."""
+    """Per-sample random flips, Gaussian noise and (for the student) a per-channel gain and offset.
 
-    def __init__(self, batch: int, *, noise_std: float, flips: bool, generator: torch.Generator) -> None:
-        self.noise_std = noise_std
+    The gain and offset (``jitter``) change the crop's appearance as another scanner would; asking
+    the student to agree with a teacher that saw the unjittered crop teaches the invariance that
+    a held-out hospital needs. ``undo`` flips logits back to the input's frame.
+    """
+
+    def __init__(
+        self, batch: int, *, noise_std: float, flips: bool, generator: torch.Generator, jitter: float = 0.0
+    ) -> None:
+        self.noise_std, self.jitter = noise_std, jitter
         draws = torch.rand(2, batch, generator=generator) < 0.5 if flips else torch.zeros(2, batch, dtype=torch.bool)
         self.flip_h, self.flip_v = draws[0], draws[1]
         self.generator = generator
@@ -81,6 +90,11 @@ class Perturbation:
         return torch.where(v, x.flip(-2), x)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.jitter > 0:
+            shape = (x.shape[0], x.shape[1], 1, 1)
+            gain = 1 + self.jitter * (2 * torch.rand(shape, generator=self.generator) - 1)
+            offset = self.jitter * (2 * torch.rand(shape, generator=self.generator) - 1)
+            x = x * gain.to(x.device, x.dtype) + offset.to(x.device, x.dtype)
         if self.noise_std > 0:
             noise = torch.randn(x.shape, generator=self.generator).to(x.device, x.dtype)
             x = x + self.noise_std * noise

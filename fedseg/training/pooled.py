@@ -214,7 +214,9 @@ class PooledTrainer:
 
     def run(self) -> TrainResult:
         config = self.config
-        bar = tqdm(total=config.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        bar = tqdm(
+            total=config.steps, initial=self.step, desc="train", unit="step", disable=None if self.progress else True
+        )
         window: list[tuple[float, float]] = []
 
         def on_step(trainer: LocalTrainer, supervised: float, consistency: float) -> None:

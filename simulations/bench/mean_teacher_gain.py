@@ -26,7 +26,11 @@ from simulations.bench.common import write_result
 
 
 def run_variant(args: argparse.Namespace, data: Path, held_out: str, mean_teacher: bool) -> dict:
-    name = "mean-teacher" if mean_teacher else "supervised-only"
+    name = (
+        f"mean-teacher-w{args.consistency_weight:g}-ema{args.ema_decay:g}-jitter{args.student_jitter:g}"
+        if mean_teacher
+        else "supervised-only"
+    )
     config = TrainConfig(
         data=DataConfig(
             root=data,
@@ -43,7 +47,11 @@ def run_variant(args: argparse.Namespace, data: Path, held_out: str, mean_teache
         workers=0,
         val_every=0,
         checkpoint_every=args.steps,
-        mean_teacher=MeanTeacherConfig(rampup_steps=args.steps // 4) if mean_teacher else None,
+        mean_teacher=MeanTeacherConfig(
+            rampup_steps=args.steps // 4, consistency_weight=args.consistency_weight, ema_decay=args.ema_decay
+        )
+        if mean_teacher
+        else None,
     )
     result = train(config, resume=(config.out / "checkpoints" / "resume.pt").exists())
     report = evaluate(
@@ -75,6 +83,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--consistency-weight", type=float, default=MeanTeacherConfig.consistency_weight)
+    parser.add_argument("--ema-decay", type=float, default=MeanTeacherConfig.ema_decay)
+    parser.add_argument("--student-jitter", type=float, default=MeanTeacherConfig.student_jitter)
+    parser.add_argument("--unlabelled-ratio", type=float, default=MeanTeacherConfig.unlabelled_ratio)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     data = args.work / "data"

@@ -44,8 +44,9 @@ def test_model_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 2 and "has no option(s) ['depth']" in capsys.readouterr().err
 
 
-def test_check_reports_real_centres_and_names_bad_files(retina_crops: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_check_reports_real_centres_and_names_bad_files(
+    retina_crops: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import shutil
 
     assert main(["check", "--data", str(retina_crops)]) == 0

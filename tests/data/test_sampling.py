@@ -32,10 +32,12 @@ def test_poisson_includes_each_image_independently() -> None:
     assert np.allclose(counts / 4000, 0.3, atol=0.03)
 
 
-def test_stratified_batches_keep_the_labelled_share() -> None:
-    sampler = StratifiedKeys([0, 1], list(range(2, 40)), 8, labelled_share=0.5, seed=0)
+def test_stratified_batches_add_unlabelled_images_to_a_full_labelled_batch() -> None:
+    sampler = StratifiedKeys([0, 1], list(range(2, 40)), 8, unlabelled_ratio=0.5, seed=0)
     for step in range(20):
         indices = [i for i, _ in sampler.keys_for_step(step)]
-        assert len(indices) == 8 and sum(i < 2 for i in indices) == 4
+        assert len(indices) == 12 and sum(i < 2 for i in indices) == 8
+    labelled_only = StratifiedKeys([0, 1], [], 8, unlabelled_ratio=1.0, seed=0)
+    assert len(labelled_only.keys_for_step(0)) == 8
     with pytest.raises(ValueError, match="at least one labelled"):
-        StratifiedKeys([], [1, 2], 4, labelled_share=0.5, seed=0)
+        StratifiedKeys([], [1, 2], 4, unlabelled_ratio=1.0, seed=0)

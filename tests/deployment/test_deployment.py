@@ -18,9 +18,21 @@ SITES = ("STARE", "AV-WIDE", "heldout:CHASE_DB1")
 
 
 def run_config(out: Path, **extra: object) -> dict:
-    return {"experiment": "deploy-ci", "site-map": ",".join(SITES), "out": str(out), "num-server-rounds": 2,
-            "local-steps": 2, "batch-size": 2, "crop-size": 32, "tile-size": 64, "val-fraction": 0.25,
-            "model-options": '{"widths": [4, 8]}', "round-timeout": 60.0, "device": "cpu", **extra}
+    return {
+        "experiment": "deploy-ci",
+        "site-map": ",".join(SITES),
+        "out": str(out),
+        "num-server-rounds": 2,
+        "local-steps": 2,
+        "batch-size": 2,
+        "crop-size": 32,
+        "tile-size": 64,
+        "val-fraction": 0.25,
+        "model-options": '{"widths": [4, 8]}',
+        "round-timeout": 60.0,
+        "device": "cpu",
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +95,11 @@ def test_docker_build_of_the_site_image() -> None:
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "info"], capture_output=True).returncode != 0:
         pytest.skip("no Docker daemon on this machine: `docker build -f sites/Dockerfile .` was not tried")
-    completed = subprocess.run([docker, "build", "-f", "sites/Dockerfile", "-t", "fedseg-site:test", "."], cwd=REPO,
-                               capture_output=True, text=True, timeout=3600)
+    completed = subprocess.run(
+        [docker, "build", "-f", "sites/Dockerfile", "-t", "fedseg-site:test", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]

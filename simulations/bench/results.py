@@ -1,0 +1,205 @@
+"""RESULTS.md and its plots, rebuilt from the experiment JSON files of a results folder."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from fedseg.files import atomic_write_text
+from fedseg.plotting import plt, save_figure
+
+
+def load(out: Path) -> list[dict[str, Any]]:
+    """Every experiment's result, in the order the suite defines."""
+    results = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    return sorted(results, key=lambda r: (r.get("order", 10**6), r["id"]))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def accuracy_rows(results: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    """Rows of one accuracy table: seeds of a label pooled (mean Dice, smallest/largest interval bound)."""
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        if result["table"] == table:
+            by_label[result["label"]].append(result)
+    rows = []
+    for label, runs in by_label.items():
+        dice = [r["heldout"]["dice"] for r in runs if r["heldout"].get("dice") is not None]
+        ci = [r["heldout"]["dice_ci95"] for r in runs if r["heldout"].get("dice_ci95")]
+        eps = [r["privacy"]["max_epsilon"] for r in runs if r.get("privacy")]
+        rows.append(
+            {
+                "label": label,
+                "seeds": len(runs),
+                "dice": sum(dice) / len(dice) if dice else None,
+                "dice_sd": _sd(dice),
+                "ci": [min(c[0] for c in ci), max(c[1] for c in ci)] if ci else None,
+                "epsilon": max(eps) if eps else None,
+                "seconds": sum(r["seconds"] for r in runs) / len(runs),
+                "n_images": runs[0]["heldout"].get("n_images"),
+            }
+        )
+    return rows
+
+
+def _sd(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def accuracy_section(results: list[dict[str, Any]], out: Path) -> list[str]:
+    lines: list[str] = []
+    for table in sorted({r["table"] for r in results if r["table"].startswith("accuracy/")}):
+        rows = accuracy_rows(results, table)
+        _, task, heldout = table.split("/", 2)
+        lines += [
+            f"### {task}: held-out {heldout}",
+            "",
+            "| Training | Held-out Dice | 95 % CI | seeds (sd) | epsilon | minutes |",
+            "|---|---:|---|---|---:|---:|",
+        ]
+        for row in rows:
+            ci = f"{row['ci'][0]:.3f}–{row['ci'][1]:.3f}" if row["ci"] else "–"
+            seeds = f"{row['seeds']}" + (f" ({row['dice_sd']:.3f})" if row["dice_sd"] is not None else "")
+            lines.append(
+                f"| {row['label']} | {_fmt(row['dice'])} | {ci} | {seeds} | {_fmt(row['epsilon'], 2)} | "
+                f"{row['seconds'] / 60:.1f} |"
+            )
+        figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2), dpi=110)
+        labels = [r["label"] for r in rows][::-1]
+        values = [r["dice"] or 0.0 for r in rows][::-1]
+        errors = [
+            [v - (r["ci"] or [v, v])[0] for v, r in zip(values, rows[::-1])],
+            [(r["ci"] or [v, v])[1] - v for v, r in zip(values, rows[::-1])],
+        ]
+        axis.barh(labels, values, xerr=errors, capsize=3, color="#4c72b0")
+        axis.set(xlim=(0, 1), xlabel=f"Dice on held-out {heldout} (95 % CI)", title=f"{task}: held-out {heldout}")
+        axis.grid(axis="x", alpha=0.3)
+        name = f"accuracy-{task}-{heldout.replace('/', '-')}.png"
+        save_figure(figure, out / name)
+        lines += ["", f"![{table}]({name})", ""]
+    return lines
+
+
+def privacy_section(results: list[dict[str, Any]], out: Path) -> list[str]:
+    points = [r for r in results if r["table"].startswith("privacy/")]
+    if not points:
+        return []
+    points.sort(key=lambda r: r["settings"].get("dp-epsilon", math.inf))
+    lines = ["| Privacy | epsilon spent | Held-out Dice | 95 % CI |", "|---|---:|---:|---|"]
+    for r in points:
+        ci = r["heldout"].get("dice_ci95")
+        lines.append(
+            f"| {r['label']} | {_fmt((r.get('privacy') or {}).get('max_epsilon'), 2)} | "
+            f"{_fmt(r['heldout']['dice'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '–'} |"
+        )
+    finite = [r for r in points if "dp-epsilon" in r["settings"]]
+    figure, axis = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    if finite:
+        axis.plot(
+            [r["settings"]["dp-epsilon"] for r in finite],
+            [r["heldout"]["dice"] for r in finite],
+            marker="o",
+            label="DP-SGD",
+        )
+    for r in points:
+        if "dp-epsilon" not in r["settings"]:
+            axis.axhline(r["heldout"]["dice"], linestyle="--", color="grey", label="no DP")
+    axis.set(
+        xscale="log",
+        xlabel="epsilon (per site, whole run)",
+        ylabel="held-out Dice",
+        ylim=(0, 1),
+        title="Privacy-utility (polyp-sites)",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    save_figure(figure, out / "privacy-utility.png")
+    return lines + ["", "![privacy-utility](privacy-utility.png)", ""]
+
+
+def cost_section(results: list[dict[str, Any]], out: Path) -> list[str]:
+    by_id = {r["id"]: r for r in results if r["table"] == "cost"}
+    lines: list[str] = []
+    dp = by_id.get("cost--dp-overhead")
+    if dp:
+        lines += ["| Training step | seconds | x plain | peak memory (MiB) |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {row['variant']} | {row['seconds_per_step']:.3f} | {row['slowdown_vs_plain']:.2f} | "
+            f"{row['peak_memory_mib']:.0f} |"
+            for row in dp["results"]
+        ]
+        lines.append("")
+    he = by_id.get("cost--he-overhead")
+    if he:
+        model = he["results"]["default_model"]
+        lines += [
+            "| Encrypted aggregation (default model) | value |",
+            "|---|---:|",
+            f"| parameters | {model['parameters']:,} |",
+            f"| bytes up per site and round | {model['bytes_up_per_site'] / 2**20:.1f} MiB "
+            f"({model['up_ratio_vs_fp32']:.2f}x fp32) |",
+            f"| bytes down per site and round | {model['bytes_down_per_site'] / 2**20:.1f} MiB |",
+            f"| encrypt, per site | {model['encrypt_seconds_per_site']:.2f} s |",
+            f"| aggregate ({model['sites']} sites, server) | {model['aggregate_seconds']:.2f} s |",
+            f"| decrypt, per site | {model['decrypt_seconds_per_site']:.2f} s |",
+        ]
+        if "round_time" in he["results"]:
+            round_time = he["results"]["round_time"]
+            lines.append(
+                f"| round wall time, plain / HE (small simulated run) | "
+                f"{round_time['plain']['mean_round_seconds']:.1f} s / "
+                f"{round_time['he']['mean_round_seconds']:.1f} s (+{100 * round_time['he_overhead']:.0f} %) |"
+            )
+        lines.append("")
+    scaling = by_id.get("cost--sites-scaling")
+    if scaling:
+        rows = scaling["results"]
+        lines += ["| Simulated sites | round seconds | run wall seconds | peak memory (MiB) |", "|---:|---:|---:|---:|"]
+        lines += [
+            f"| {r['sites']} | {r['mean_round_seconds']:.1f} | {r['wall_seconds']:.0f} | {r['peak_memory_mib']:.0f} |"
+            for r in rows
+        ]
+        figure, axis = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+        axis.plot([r["sites"] for r in rows], [r["mean_round_seconds"] for r in rows], marker="o", label="round s")
+        axis.set(xlabel="simulated sites", ylabel="seconds per round", xscale="log", title="Simulation cost")
+        twin = axis.twinx()
+        twin.plot([r["sites"] for r in rows], [r["peak_memory_mib"] for r in rows], marker="s", color="#c44e52")
+        twin.set_ylabel("peak memory (MiB)")
+        axis.grid(alpha=0.3)
+        save_figure(figure, out / "sites-scaling.png")
+        lines += ["", "![sites scaling](sites-scaling.png)", ""]
+    return lines
+
+
+def write_results(out: Path, scale: str) -> Path:
+    results = load(out)
+    machine = next((r for r in results), None)
+    lines = [
+        f"# fedseg results ({scale})",
+        "",
+        f"Folder `{out.name}`, {len(results)} experiment(s). Regenerate with "
+        f"`python -m simulations.bench.run_all{' --quick' if scale == 'quick' else ''} --out {out}`.",
+        "",
+    ]
+    if scale == "quick":
+        lines += [
+            "**Quick scale**: a few rounds of a small model on downscaled images, on a CPU. These numbers "
+            "check that every path of the platform runs end to end; they are not the accuracy fedseg "
+            "reaches. See the full-scale results for that.",
+            "",
+        ]
+    if machine is None:
+        return atomic_write_text(out / "RESULTS.md", "\n".join(lines + ["No experiment has finished yet."]))
+    lines += ["## Accuracy on held-out centres", ""] + accuracy_section(results, out)
+    lines += ["## Privacy and utility", ""] + privacy_section(results, out)
+    lines += ["## Cost", ""] + cost_section(results, out)
+    return atomic_write_text(out / "RESULTS.md", "\n".join(lines))
