@@ -27,10 +27,11 @@ from simulations.bench.common import write_result
 
 def run_variant(args: argparse.Namespace, data: Path, held_out: str, mean_teacher: bool) -> dict:
     name = (
-        f"mean-teacher-w{args.consistency_weight:g}-ema{args.ema_decay:g}-jitter{args.student_jitter:g}"
+        f"mean-teacher-w{args.consistency_weight:g}-ema{args.ema_decay:g}"
+        f"-jitter{args.student_jitter:g}-ratio{args.unlabelled_ratio:g}"
         if mean_teacher
         else "supervised-only"
-    )
+    ) + f"-seed{args.seed}"
     config = TrainConfig(
         data=DataConfig(
             root=data,
@@ -48,7 +49,11 @@ def run_variant(args: argparse.Namespace, data: Path, held_out: str, mean_teache
         val_every=0,
         checkpoint_every=args.steps,
         mean_teacher=MeanTeacherConfig(
-            rampup_steps=args.steps // 4, consistency_weight=args.consistency_weight, ema_decay=args.ema_decay
+            rampup_steps=args.steps // 4,
+            consistency_weight=args.consistency_weight,
+            ema_decay=args.ema_decay,
+            student_jitter=args.student_jitter,
+            unlabelled_ratio=args.unlabelled_ratio,
         )
         if mean_teacher
         else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -35,8 +36,9 @@ from fedseg.files import atomic_write_json
 from simulations.bench.results import write_results
 
 REPO = Path(__file__).resolve().parents[2]
-RETINA = REPO.parent / "shared" / "data" / "retina"
-POLYP = REPO.parent / "shared" / "data" / "polyp"
+SHARED_DATA = Path(os.environ.get("FEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+RETINA = SHARED_DATA / "retina"
+POLYP = SHARED_DATA / "polyp"
 
 
 @dataclass(frozen=True)
@@ -396,7 +398,12 @@ def default_out(scale: Scale) -> Path:
 
 def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: set[str] | None) -> int:
     experiments = [e for e in all_experiments(scale) if only is None or e.id in only]
+    missing = [str(root) for root in (RETINA, POLYP) if not root.is_dir()]
+    if missing:
+        print(f"data not found: {', '.join(missing)}; set FEDSEG_SHARED_DATA to the shared data folder")
+        return 2
     started = time.monotonic()
+    failed: list[str] = []
     for experiment in experiments:
         target = out / f"{experiment.id}.json"
         if target.exists():
@@ -428,12 +435,16 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
             break
         except subprocess.CalledProcessError as error:
             print(f"  failed (exit {error.returncode}); see the log above", flush=True)
+            failed.append(experiment.id)
         write_results(out, scale.name)
     remaining = [e.id for e in experiments if not (out / f"{e.id}.json").exists()]
     write_results(out, scale.name)
     print(
         f"{len(experiments) - len(remaining)} of {len(experiments)} experiments done; results in {out / 'RESULTS.md'}"
     )
+    if failed:
+        print(f"{len(failed)} failed: {', '.join(failed)}")
+        return 1
     if remaining:
         print(f"{len(remaining)} left: run the same command again to continue")
     return 0
