@@ -19,7 +19,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default: 0.5)")
     group.add_argument("--tile-batch", type=int, default=8, help="tiles per forward pass (default: 8)")
     group.add_argument("--tta", action="store_true", help="average over flips and 90-degree rotations (8x the time)")
-    group.add_argument("--crf", action="store_true", help="dense-CRF post-processing (Dice is reported without it too)")
+    group.add_argument(
+        "--crf",
+        action="store_true",
+        help="dense-CRF post-processing (Dice is reported without it too). Suits compact structures such as "
+        "polyps; it erodes thin ones: on CHASE_DB1 vessels the defaults took Dice from 0.70 to 0.44",
+    )
     group.add_argument("--crf-iterations", type=int, default=CRFConfig.iterations)
     group.add_argument("--crf-bilateral-sxy", type=float, default=CRFConfig.bilateral_sxy)
     group.add_argument("--crf-bilateral-srgb", type=float, default=CRFConfig.bilateral_srgb)

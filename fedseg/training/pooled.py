@@ -133,7 +133,7 @@ class PooledTrainer:
             schedule_steps=config.steps,
             workers=config.workers,
             initial_weights=saved["model"] if saved else None,
-            state=LocalState.from_bytes(saved["local_state"]) if saved else None,
+            state=_local_state_of(saved) if saved else None,
         )
         if saved:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
@@ -256,6 +256,13 @@ class PooledTrainer:
             last_checkpoint=self.folder.last,
             epsilon=privacy.epsilon() if privacy else None,
         )
+
+
+def _local_state_of(saved: dict[str, Any]) -> LocalState:
+    """The trainer state in ``resume.pt``; files from fedseg before 0.1.0 kept only the step."""
+    if "local_state" in saved:
+        return LocalState.from_bytes(saved["local_state"])
+    return LocalState(step=int(saved["step"]))
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:

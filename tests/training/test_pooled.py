@@ -117,3 +117,12 @@ def test_training_learns_synthetic_vessels(synth_root: Path, tmp_path: Path) -> 
     result = pooled.train(config, progress=False)
     # An untrained model predicts no foreground at all (Dice 0); 100 steps must find the vessels.
     assert result.best_val_dice is not None and result.best_val_dice > 0.3
+
+
+def test_resume_files_without_local_state_resume_at_their_step() -> None:
+    from fedseg.training.local import LocalState
+    from fedseg.training.pooled import _local_state_of
+
+    assert _local_state_of({"model": {}, "optimizer": {}, "step": 900, "best": 0.7}).step == 900
+    current = {"local_state": LocalState(step=12).to_bytes()}
+    assert _local_state_of(current).step == 12
