@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import tomllib
 from fedseg.crypto.keys import SERVER_FILE, SITE_FILE, generate_keys
 from fedseg.deploy.credentials import make_certificates, make_node_key
 from fedseg.federation.sites import parse_site
+from server.superlink import wait_until_listening
 
 REPO = Path(__file__).resolve().parents[1]
 CONNECTION = "fedseg-deploy"
@@ -105,15 +105,7 @@ class LocalFederation:
             ],
             "superlink.log",
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.superlink.poll() is not None:
-                raise RuntimeError(f"flower-superlink exited; see {self.work / 'superlink.log'}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError("flower-superlink did not start within 60 s")
+        wait_until_listening(self.superlink, self.port, self.work / "superlink.log")
 
     def node_key(self, name: str) -> tuple[Path, Path]:
         private = self.work / "node-keys" / f"{name}.key"

@@ -20,12 +20,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 import tomllib
+
+from server.superlink import wait_until_listening
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,16 +101,12 @@ def start_superlink(port: int) -> subprocess.Popen:
     process = subprocess.Popen(
         command, cwd=REPO, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"flower-superlink exited; see {flwr_home() / 'superlink.log'}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return process
-        time.sleep(0.3)
-    stop(process)
-    raise SystemExit("flower-superlink did not start within 60 s")
+    try:
+        wait_until_listening(process, port, flwr_home() / "superlink.log")
+    except RuntimeError as error:
+        stop(process)
+        raise SystemExit(str(error)) from None
+    return process
 
 
 def stop(process: subprocess.Popen) -> None:
