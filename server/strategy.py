@@ -36,6 +36,7 @@ from fedseg.federation.run_outputs import Model, RunFolder
 from fedseg.metrics import SegmentationCounts
 from fedseg.models import build_model
 from fedseg.models.state import model_state
+from fedseg.privacy.ledger import LedgerRow
 from sites.records import model_from, model_records
 
 logger = logging.getLogger("fedseg.server")
@@ -129,19 +130,6 @@ class FederatedSegmentation:
         ]
         return list(self.grid.send_and_receive(messages, timeout=self.config.round_timeout))
 
-    def _ledger_entry(self, site: str, server_round: int, values: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "site": site,
-            "round": server_round,
-            "sampling_rate": values["sample_rate"],
-            "noise_multiplier": values["noise_multiplier"],
-            "steps": int(values["steps"]),
-            "epsilon": values["epsilon"],
-            "delta": values["delta"],
-            "epsilon_budget": self.config.dp_epsilon,
-            "budget_left": self.config.dp_epsilon - values["epsilon"],
-        }
-
     def train_round(
         self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
     ) -> tuple[list, dict, dict, list]:
@@ -157,26 +145,14 @@ class FederatedSegmentation:
             if reply.has_error():
                 left_out[site] = f"failed: {reply.error.reason}"
                 continue
-            values = dict(reply.content[protocol.METRICS])
+            ledger.extend(_ledger_rows(reply, site, server_round))
             if protocol.REFUSED in reply.content:
                 left_out[site] = "privacy budget exhausted"
-                ledger.append(
-                    {
-                        "site": site,
-                        "round": server_round,
-                        "refused": True,
-                        "epsilon": values["epsilon"],
-                        "delta": values["delta"],
-                        "epsilon_budget": values["epsilon_budget"],
-                        "budget_left": values["epsilon_budget"] - values["epsilon"],
-                    }
-                )
                 continue
+            values = dict(reply.content[protocol.METRICS])
             examples = int(values[protocol.NUM_EXAMPLES])
             updates.append((site, model_from(reply.content), examples))
             metrics[site] = {"examples": examples, **{k: values[k] for k in TRAIN_METRICS if k in values}}
-            if "epsilon" in values:
-                ledger.append(self._ledger_entry(site, server_round, values))
         for node in set(nodes) - answered:
             left_out[sites[node]["site"]] = f"no reply within round-timeout ({self.config.round_timeout:.0f} s)"
         return updates, metrics, left_out, ledger
@@ -212,19 +188,21 @@ class FederatedSegmentation:
 
     def evaluate_round(
         self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
-    ) -> tuple[dict, dict, dict]:
-        """Held-out scores by centre, validation scores by training site, and sites whose evaluation failed."""
+    ) -> tuple[dict, dict, dict, list[LedgerRow]]:
+        """Held-out scores by centre, validation scores by training site (noised under DP), sites whose
+        evaluation failed, and the ledger rows of released validation scores."""
         replies = self._send(list(sites), "evaluate", model, server_round)
-        results, failed = [], {}
+        results, failed, ledger = [], {}, []
         for reply in replies:
             site = sites.get(reply.metadata.src_node_id, {}).get("site", "?")
             if reply.has_error():
                 failed[site] = f"evaluation failed: {reply.error.reason}"
                 continue
             results.append({**dict(reply.content[protocol.SITE]), "counts": dict(reply.content[protocol.COUNTS])})
+            ledger.extend(_ledger_rows(reply, site, server_round))
         heldout = merge_counts([r for r in results if r["role"] == "heldout"], by="centre")
         validation = merge_counts([r for r in results if r["role"] == "train"], by="site")
-        return heldout, validation, failed
+        return heldout, validation, failed, ledger
 
     # -- the run --------------------------------------------------------------------------------
     def initial_weights(self) -> OrderedDict[str, torch.Tensor]:
@@ -244,7 +222,8 @@ class FederatedSegmentation:
         if aggregated is None or len(metrics) < self.config.min_train_sites:
             return record, None
         if server_round % self.config.evaluate_every == 0 or server_round == self.config.num_server_rounds:
-            heldout, validation, failed = self.evaluate_round(server_round, sites, aggregated)
+            heldout, validation, failed, released = self.evaluate_round(server_round, sites, aggregated)
+            ledger.extend(released)
             left_out.update(failed)
             record["heldout"] = {c: {**k.summary(), "counts": k.to_dict()} for c, k in heldout.items()}
             record["validation"] = {s: k.summary() for s, k in validation.items()}
@@ -280,13 +259,21 @@ class FederatedSegmentation:
                 _log("stopping: %s", stopped)
                 break
             model = aggregated
-            self.folder.record_round(record, ledger)
+            self.folder.record_round(record, [row.to_json() for row in ledger])
             best = self.folder.save_models(
                 server_round, model, validation_dice=record.get("validation_dice"), best_validation_dice=best
             )
             _log("round %d/%d: %s", server_round, self.config.num_server_rounds, _round_line(record))
         write_summary(self.folder.root, self.config.to_run_config(), self.folder.rounds_done(), stopped=stopped)
         _log("run folder: %s (summary.md, rounds.jsonl, checkpoints/)", self.folder.root)
+
+
+def _ledger_rows(reply: Message, site: str, server_round: int) -> list[LedgerRow]:
+    """The site's ledger row of what this reply released (none without DP), under the site and round we know."""
+    if protocol.LEDGER not in reply.content:
+        return []
+    row = LedgerRow.from_json(dict(reply.content[protocol.LEDGER]))
+    return [row.replace_origin(site=site, round=server_round)]
 
 
 def _pooled_mean(counts: Any) -> float | None:

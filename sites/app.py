@@ -3,7 +3,8 @@
 Each message is answered by the site's runtime: ``query.describe`` (who am I), ``train`` (one
 round of local training) and ``evaluate`` (sums and counts of the global model's scores on the
 site's own images). Images, masks, the teacher model, the privacy accountant and the secret HE
-key never leave the site; with ``he = true`` neither do plaintext weights.
+key never leave the site; with ``he = true`` neither do plaintext weights. Every field a reply
+carries is listed, with its protection, in ``fedseg.privacy.release`` (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fedseg.federation import protocol
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.identity import site_identity
 from fedseg.federation.site_runtime import SiteRuntime
-from fedseg.privacy import PrivacyBudgetExhausted
+from fedseg.privacy import LedgerRow, PrivacyBudgetExhausted
 from sites.records import model_from, model_records
 
 app = ClientApp()
@@ -34,6 +35,7 @@ def runtime_for(context: Context) -> SiteRuntime:
         state_dir=identity.state_dir,
         device=identity.device,
         he=identity.load_he(),
+        max_evaluations=identity.max_evaluations,
     )
 
 
@@ -46,20 +48,12 @@ def describe(message: Message, context: Context) -> Message:
     return Message(RecordDict({protocol.SITE: ConfigRecord(runtime_for(context).describe())}), reply_to=message)
 
 
-def _refusal(site: ConfigRecord, refused: PrivacyBudgetExhausted) -> RecordDict:
-    spent = {
-        "epsilon": refused.spent,
-        "delta": refused.delta,
-        "epsilon_budget": refused.budget,
-        "projected_epsilon": refused.projected,
-    }
-    return RecordDict(
-        {
-            protocol.SITE: site,
-            protocol.REFUSED: ConfigRecord({"reason": str(refused)}),
-            protocol.METRICS: _numbers(spent),
-        }
-    )
+def _ledger(row: LedgerRow | dict | None) -> dict[str, ConfigRecord]:
+    """The ledger row of what this reply releases (under DP), as its own record."""
+    if row is None:
+        return {}
+    values = row.to_json() if isinstance(row, LedgerRow) else row
+    return {protocol.LEDGER: ConfigRecord({k: v for k, v in values.items() if k != "budget_left"})}
 
 
 @app.train()
@@ -70,17 +64,19 @@ def train(message: Message, context: Context) -> Message:
     try:
         reply = runtime.train(server_round, model_from(message.content))
     except PrivacyBudgetExhausted as refused:
-        return Message(_refusal(site, refused), reply_to=message)
+        content = {protocol.SITE: site, protocol.REFUSED: ConfigRecord({"reason": str(refused)})}
+        return Message(RecordDict({**content, **_ledger(runtime.refusal_row(server_round))}), reply_to=message)
     update = reply.encrypted if reply.encrypted is not None else reply.weights
     metrics = _numbers({**reply.metrics, protocol.NUM_EXAMPLES: reply.num_examples})
-    return Message(
-        RecordDict({protocol.SITE: site, protocol.METRICS: metrics, **model_records(update)}), reply_to=message
-    )
+    content = {protocol.SITE: site, protocol.METRICS: metrics, **model_records(update), **_ledger(reply.ledger)}
+    return Message(RecordDict(content), reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
-    result = runtime.evaluate(model_from(message.content))
+    server_round = int(message.content[protocol.CONFIG]["server-round"])
+    result = runtime.evaluate(model_from(message.content), server_round=server_round)
     site = ConfigRecord({"site": result["site"], "centre": result["centre"], "role": result["role"]})
-    return Message(RecordDict({protocol.SITE: site, protocol.COUNTS: _numbers(result["counts"])}), reply_to=message)
+    content = {protocol.SITE: site, protocol.COUNTS: _numbers(result["counts"]), **_ledger(result["ledger"])}
+    return Message(RecordDict(content), reply_to=message)

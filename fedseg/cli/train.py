@@ -14,7 +14,7 @@ from fedseg.data.splits import SplitConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
-from fedseg.privacy.budget import PrivacyConfig
+from fedseg.privacy.budget import UNITS, PrivacyConfig
 from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
@@ -47,7 +47,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CENTRE=REGEX",
         help="keep a subject's images together: the regex's first group is the subject id",
     )
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, model initialisation, crops and batches, so that runs without DP repeat "
+        "exactly; under DP the batches (and their crops) come from OS entropy, never from this seed",
+    )
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
@@ -82,10 +88,20 @@ def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image)")
+    group = parser.add_argument_group(
+        "differential privacy (DP-SGD: Poisson batches drawn from OS entropy, not --seed; a resumed run "
+        "draws new batches and ends at the same epsilon; see docs/privacy.md)"
+    )
     group.add_argument("--dp-epsilon", type=float, default=None, help="privacy budget epsilon (enables DP-SGD)")
     group.add_argument("--dp-delta", type=float, default=None, help="delta (default: min(1e-5, 1/(10 n)))")
-    group.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping bound (default: 1.0)")
+    group.add_argument("--max-grad-norm", type=float, default=1.0, help="per-unit clipping bound (default: 1.0)")
+    group.add_argument(
+        "--privacy-unit",
+        choices=UNITS,
+        default="image",
+        help="what epsilon protects: one image, or one subject with all its images (--group-pattern; "
+        "CHASE_DB1's two eyes per child are known) (default: image)",
+    )
 
 
 def mean_teacher_from_args(args: argparse.Namespace) -> MeanTeacherConfig | None:
@@ -100,7 +116,11 @@ def privacy_from_args(args: argparse.Namespace, *, planned_rounds: int = 1) -> P
     if args.dp_epsilon is None:
         return None
     return PrivacyConfig(
-        epsilon=args.dp_epsilon, delta=args.dp_delta, max_grad_norm=args.max_grad_norm, planned_rounds=planned_rounds
+        epsilon=args.dp_epsilon,
+        delta=args.dp_delta,
+        max_grad_norm=args.max_grad_norm,
+        planned_rounds=planned_rounds,
+        unit=args.privacy_unit,
     )
 
 

@@ -84,6 +84,11 @@ class TrainingCrops(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """``(centre, stem)`` of each image."""
+        return [(image.record.centre, image.record.stem) for image in self.images]
+
     def _choose_centre(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
         image = self.images[index]
         height, width = image.image.shape[:2]

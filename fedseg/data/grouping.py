@@ -7,7 +7,7 @@ against the image stem. Stems that do not match form a group of their own.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 GroupOf = Callable[[str], str]
 
@@ -39,3 +39,14 @@ def grouping_for(centre: str, patterns: Mapping[str, str]) -> GroupOf:
     """The grouping of a centre: a user pattern, else a known one, else one group per image."""
     pattern = patterns.get(centre, KNOWN_GROUPINGS.get(centre))
     return group_by_pattern(pattern) if pattern else identity_group
+
+
+def subject_ids(sources: Iterable[tuple[str, str]], patterns: Mapping[str, str]) -> list[str]:
+    """The subject of each ``(centre, stem)``, as ``centre/subject`` (DP's ``subject`` privacy unit)."""
+    groupings: dict[str, GroupOf] = {}
+    subjects = []
+    for centre, stem in sources:
+        if centre not in groupings:
+            groupings[centre] = grouping_for(centre, patterns)
+        subjects.append(f"{centre}/{groupings[centre](stem)}")
+    return subjects

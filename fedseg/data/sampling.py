@@ -1,14 +1,18 @@
 """Which crops each training step draws, as keys ``(image_index, sample_seed)``.
 
-The keys of step ``s`` depend only on ``(seed, s)``, so a resumed run draws the same crops.
-``PoissonKeys`` is DP-SGD's sampler: each image joins a step's batch independently with
-probability ``sample_rate`` (batches can be empty), which privacy amplification by
-subsampling assumes.
+Without DP the keys of step ``s`` depend only on ``(seed, s)``, so a resumed run draws the same
+crops. ``PoissonKeys`` is DP-SGD's sampler: each privacy unit (an image, or all images of one
+subject) joins a step's batch independently with probability ``sample_rate`` (batches can be
+empty), which privacy amplification by subsampling assumes. The analysis also assumes that the
+batches are secret, so ``PoissonKeys`` takes no seed: membership and crop seeds come from the
+operating system's cryptographically secure generator (``os.urandom``), and a resumed DP run
+draws fresh batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -64,16 +68,41 @@ class StratifiedKeys:
 
 
 class PoissonKeys:
-    """Each image of ``pool`` is in a step's batch independently with probability ``sample_rate``."""
+    """Each unit of ``units`` (a list of image indices) is in a step's batch independently with
+    probability ``sample_rate``; a sampled unit brings all its images.
 
-    def __init__(self, pool: Sequence[int], sample_rate: float, *, seed: int) -> None:
+    ``entropy(n)`` returns n secret random bytes (default ``os.urandom``).
+    Steps are not reproducible, by design: nothing derived from a run's seed reaches this sampler.
+    """
+
+    def __init__(
+        self,
+        units: Sequence[Sequence[int]],
+        sample_rate: float,
+        *,
+        entropy: Callable[[int], bytes] | None = None,
+    ) -> None:
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-        self.pool, self.sample_rate, self.seed = np.asarray(pool), sample_rate, seed
+        if not units or any(len(unit) == 0 for unit in units):
+            raise ValueError("need at least one unit, and every unit needs at least one image")
+        self.units = [list(unit) for unit in units]
+        self.sample_rate, self.entropy = sample_rate, entropy
+
+    def _bytes(self, count: int) -> bytes:
+        return self.entropy(count) if self.entropy is not None else os.urandom(count)
+
+    def _uniform(self, count: int) -> np.ndarray:
+        """``count`` uniform values in [0, 1) from the secure source (53 random bits each)."""
+        words = np.frombuffer(self._bytes(8 * count), dtype=np.uint64, count=count)
+        return (words >> np.uint64(11)).astype(np.float64) / float(2**53)
 
     def keys_for_step(self, step: int) -> list[SampleKey]:
-        rng = np.random.default_rng([self.seed, step, 7])
-        return _with_seeds(self.pool[rng.random(len(self.pool)) < self.sample_rate], rng)
+        """The keys of one step (``step`` is ignored: every call is a fresh, secret draw)."""
+        chosen = np.flatnonzero(self._uniform(len(self.units)) < self.sample_rate)
+        indices = [index for unit in chosen for index in self.units[unit]]
+        seeds = np.frombuffer(self._bytes(4 * len(indices)), dtype=np.uint32, count=len(indices)) >> np.uint32(1)
+        return [(int(i), int(s)) for i, s in zip(indices, seeds)]
 
 
 class StepBatches(Sampler[list[SampleKey]]):

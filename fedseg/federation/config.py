@@ -23,12 +23,15 @@ from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
-from fedseg.privacy.budget import PrivacyConfig
+from fedseg.privacy.budget import UNITS, PrivacyConfig
 from fedseg.training.config import OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 
 STRATEGIES = ("fedavg", "fedprox")
+# Noise multiplier of a training site's validation score released under DP (sensitivity 1: one unit's Dice);
+# 0: the score stays at the site (small validation sets gain little from a noised score; see docs/privacy.md).
+DEFAULT_VALIDATION_NOISE = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class FederationConfig:
     dp_epsilon: float = 0.0
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
+    privacy_unit: str = "image"
+    dp_validation_noise: float = DEFAULT_VALIDATION_NOISE
     tile_size: int = 0
     overlap: float = 0.5
     threshold: float = 0.5
@@ -84,6 +89,13 @@ class FederationConfig:
             raise ConfigError(f"run config 'round-timeout' must be > 0, got {self.round_timeout}")
         if self.dp_epsilon < 0 or self.dp_delta < 0:
             raise ConfigError("run config 'dp-epsilon' and 'dp-delta' must be >= 0 (0: off / default)")
+        if self.privacy_unit not in UNITS:
+            raise ConfigError(f"run config 'privacy-unit' must be one of {UNITS}, got '{self.privacy_unit}'")
+        if self.dp_validation_noise < 0:
+            raise ConfigError(
+                f"run config 'dp-validation-noise' must be >= 0 (0: validation scores stay at the sites), "
+                f"got {self.dp_validation_noise}"
+            )
         self.sites  # noqa: B018  (parse the site map now, so a bad one fails at start)
         self.model_config  # noqa: B018
 
@@ -157,7 +169,16 @@ class FederationConfig:
             delta=self.dp_delta or None,
             max_grad_norm=self.max_grad_norm,
             planned_rounds=self.num_server_rounds,
+            unit=self.privacy_unit,
+            release_noise=self.dp_validation_noise,
+            planned_releases=self.evaluation_rounds if self.val_fraction > 0 else 0,
         )
+
+    @property
+    def evaluation_rounds(self) -> int:
+        """Rounds after which the server asks every site to score the global model."""
+        rounds = range(1, self.num_server_rounds + 1)
+        return sum(1 for r in rounds if r % self.evaluate_every == 0 or r == self.num_server_rounds)
 
     @property
     def local_config(self) -> LocalConfig:

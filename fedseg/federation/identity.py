@@ -11,6 +11,7 @@ from fedseg.configuration import ConfigError
 from fedseg.crypto.keys import SITE_FILE, HEContext, load_context
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.run_outputs import RunFolder
+from fedseg.federation.site_runtime import DEFAULT_MAX_EVALUATIONS
 from fedseg.federation.sites import SiteSpec, parse_site
 
 DEFAULT_STATE_ROOT = Path.home() / ".fedseg" / "site-state"
@@ -23,6 +24,7 @@ class SiteIdentity:
     state_dir: Path
     device: str
     he_keys: Path | None = None
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS
 
     def load_he(self) -> HEContext | None:
         return load_context(self.he_keys, expect="site") if self.he_keys is not None else None
@@ -42,8 +44,18 @@ def _site_keys(node_config: Mapping[str, Any], config: FederationConfig) -> Path
     return Path(config.he_keys) / SITE_FILE
 
 
+def _max_evaluations(node_config: Mapping[str, Any]) -> int:
+    """Node config 'max-evaluations': how many distinct models the site scores (the site's own limit)."""
+    value = node_config.get("max-evaluations", DEFAULT_MAX_EVALUATIONS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"node config 'max-evaluations' must be an integer >= 1, got {value!r}")
+    return value
+
+
 def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> SiteIdentity:
-    """Resolve a node's site. Deployment keys: ``site`` (a site spec), ``data-root``, ``state-dir``, ``device``."""
+    """Resolve a node's site. Deployment keys: ``site`` (a site spec), ``data-root``, ``state-dir``, ``device``,
+    ``max-evaluations`` (distinct models the site scores at most; default 100)."""
+    limit = _max_evaluations(node_config)
     if "site" in node_config:
         try:
             spec = parse_site(str(node_config["site"]))
@@ -51,9 +63,8 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
             raise ConfigError(f"node config 'site': {error}") from None
         data_root = Path(str(node_config.get("data-root", config.data_root)))
         state_dir = Path(str(node_config.get("state-dir", DEFAULT_STATE_ROOT / spec.name)))
-        return SiteIdentity(
-            spec, data_root, state_dir, str(node_config.get("device", config.device)), _site_keys(node_config, config)
-        )
+        device = str(node_config.get("device", config.device))
+        return SiteIdentity(spec, data_root, state_dir, device, _site_keys(node_config, config), limit)
     if "partition-id" in node_config:
         index, sites = int(node_config["partition-id"]), config.sites
         if index >= len(sites):
@@ -63,7 +74,8 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
             )
         spec = sites[index]
         state_dir = RunFolder(Path(config.out), config).site_state_dir(spec.name)
-        return SiteIdentity(spec, Path(config.data_root), state_dir, config.device, _site_keys(node_config, config))
+        keys = _site_keys(node_config, config)
+        return SiteIdentity(spec, Path(config.data_root), state_dir, config.device, keys, limit)
     raise ConfigError(
         "node config names no site: start the SuperNode with --node-config \"site='CENTRE' "
         "data-root='/data'\" (or run a simulation, which sets partition-id)"

@@ -5,6 +5,9 @@ The Flower apps translate these to and from Flower records; nothing here imports
 - ``query.describe``: the site answers who it is (site name, centre, role, image counts).
 - ``train``: global weights in, local weights and training metrics out (or ``refused``).
 - ``evaluate``: global weights in, sums and counts of the site's evaluation images out.
+
+Under DP, train and evaluate replies also carry the site's ``ledger`` row for what they release.
+What each field is and how it is protected: ``fedseg.privacy.release``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ SITE = "site"
 COUNTS = "counts"
 REFUSED = "refused"
 NUM_EXAMPLES = "num-examples"
+LEDGER = "ledger"
 
 
 def weights_digest(weights: Mapping[str, torch.Tensor | np.ndarray]) -> str:

@@ -93,7 +93,22 @@ def summary_markdown(config: dict[str, Any], rounds: Sequence[dict[str, Any]], *
         "checkpoints/best.pt --data ROOT --centres CENTRE --out DIR`.",
         "",
     ]
+    if config.get("dp-epsilon"):
+        lines += [_dp_validation_note(config), ""]
     return "\n".join(lines)
+
+
+def _dp_validation_note(config: dict[str, Any]) -> str:
+    noise = config.get("dp-validation-noise") or 0
+    if noise:
+        return (
+            f"Under DP the validation Dice is the sites' noised release (Gaussian noise of std {noise:g} on each "
+            "site's sum of per-unit Dice, in the privacy ledger), so best.pt is chosen on a noisy score."
+        )
+    return (
+        "Under DP the training sites keep their validation scores (dp-validation-noise = 0): the server has no "
+        "validation Dice and writes no best.pt; use checkpoints/last.pt (or .he)."
+    )
 
 
 def write_summary(

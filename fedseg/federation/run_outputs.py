@@ -4,7 +4,9 @@
 
     config.json           the run config (a resumed run must match it)
     rounds.jsonl          one line per round: per-site training metrics, held-out and validation scores
-    privacy.jsonl         the privacy ledger: per site and round, sampling rate, noise, steps, epsilon
+    privacy.jsonl         the privacy ledger: one row per site and release (update, validation score,
+                          refusal): sampling rate, noise, steps, cumulative epsilon
+    messages.jsonl        every reply the server received: type, round, site, record names and keys
     checkpoints/last.pt   the global model after the last round (self-describing, atomic)
     checkpoints/best.pt   the global model with the best validation Dice of the *training* sites
     checkpoints/last.he, best.he   instead of the two above with encrypted aggregation: the server never

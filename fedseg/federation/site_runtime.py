@@ -1,21 +1,28 @@
 """Everything a site does for the federation, behind three calls: describe, train, evaluate.
 
 The site's private state (EMA teacher, privacy accountant, step count) is kept on the site's
-own disk (``state_dir``), written atomically after every round. A train request the site has
-already answered (same round, same global weights: the server resumed after a crash) is
-answered again from the stored reply, so that no privacy is spent twice and the result is
-the same.
+own disk (``state_dir``), written atomically after every round, always before anything that
+could be sent again: a crash between two writes may make the site redo (and count) work, never
+send something its accountant does not hold. A train request the site has already answered
+(same round, same global weights: the server resumed after a crash) is answered again from the
+stored reply, and an evaluation of a model it has scored before from ``evaluations.json``, so
+that no privacy is spent twice and the result is the same.
+
+What a reply may contain is decided by ``fedseg.privacy.release``: under DP, losses and timing
+stay at the site and a training site's validation score leaves only through the accounted
+Gaussian mechanism. Every site answers at most ``max_evaluations`` distinct models.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -25,8 +32,9 @@ from fedseg.configuration import ConfigError
 from fedseg.crypto import transport
 from fedseg.crypto.keys import HEContext
 from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average, encrypt_weighted
+from fedseg.data.grouping import subject_ids
 from fedseg.devices import resolve_device
-from fedseg.evaluation.scoring import score_records
+from fedseg.evaluation.scoring import CentreResult, score_records
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.protocol import weights_digest
 from fedseg.federation.site import SiteTrainingConfig, train_site
@@ -37,12 +45,17 @@ from fedseg.inference.predictor import Predictor
 from fedseg.models import build_model
 from fedseg.models.checkpoint import Preprocessing
 from fedseg.models.state import load_model_state, model_state
+from fedseg.privacy.budget import PrivacyBudgetExhausted
+from fedseg.privacy.ledger import LedgerRow
+from fedseg.privacy.release import gaussian_release, releasable
 from fedseg.training.local import LocalState
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.bin"
 REPLY_FILE = "last-reply.pt"
+EVALUATIONS_FILE = "evaluations.json"
+DEFAULT_MAX_EVALUATIONS = 100
 _DATA_CACHE: OrderedDict[tuple, SiteData] = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -50,14 +63,20 @@ _CACHE_SIZE = 4
 GlobalModel = Union[Mapping[str, torch.Tensor], EncryptedVector]
 
 
+class EvaluationLimitReached(RuntimeError):
+    """The site has scored as many distinct models as its ``max-evaluations`` allows."""
+
+
 @dataclass(frozen=True)
 class TrainReply:
-    """Local weights in plaintext, or (with HE) encrypted and multiplied by ``num_examples``."""
+    """Local weights in plaintext, or (with HE) encrypted and multiplied by ``num_examples``; under DP the
+    ledger row of the update."""
 
     weights: OrderedDict[str, torch.Tensor] | None
     num_examples: int
     metrics: dict[str, Any]
     encrypted: EncryptedVector | None = None
+    ledger: LedgerRow | None = None
 
 
 def global_digest(model: GlobalModel) -> str:
@@ -99,17 +118,23 @@ class SiteRuntime:
         state_dir: Path,
         device: str = "auto",
         he: HEContext | None = None,
+        max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
     ) -> None:
         if config.he and he is None:
             raise ConfigError(
                 f"site {spec.name}: the run uses encrypted aggregation (he = true) but this site "
                 "has no site.context; set run config 'he-keys' or node config 'he-keys'"
             )
-        self.spec, self.config, self.he = spec, config, he
+        self.spec, self.config, self.he, self.max_evaluations = spec, config, he, max_evaluations
         self._decrypt_seconds = 0.0
         self.data_root, self.state_dir = Path(data_root), Path(state_dir)
         self.device = resolve_device(device)
         self.seed = config.seed + zlib.crc32(spec.name.encode()) % 100_000
+
+    @property
+    def private(self) -> bool:
+        """Whether this site trains under DP (a held-out site never trains)."""
+        return self.spec.trains and self.config.privacy is not None
 
     @property
     def data(self) -> SiteData:
@@ -141,9 +166,12 @@ class SiteRuntime:
             return None
         logger.info("site %s: round %d was answered before; sending the same reply", self.spec.name, server_round)
         encrypted = transport.from_bytes(saved["encrypted"])[0] if saved["encrypted"] is not None else None
-        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], encrypted)
+        ledger = LedgerRow.from_json(saved["ledger"]) if saved.get("ledger") else None
+        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], encrypted, ledger)
 
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
+        """The state (with the accountant) first, then the reply that a repeated request would get."""
+        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
         buffer = io.BytesIO()
         encrypted = transport.to_bytes(reply.encrypted) if reply.encrypted is not None else None
         payload = {
@@ -153,10 +181,10 @@ class SiteRuntime:
             "encrypted": encrypted,
             "num_examples": reply.num_examples,
             "metrics": reply.metrics,
+            "ledger": reply.ledger.to_json() if reply.ledger is not None else None,
         }
         torch.save(payload, buffer)
         atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
-        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
 
     # -- federation calls -----------------------------------------------------------------------
     def plaintext(self, model: GlobalModel) -> Mapping[str, torch.Tensor]:
@@ -180,19 +208,24 @@ class SiteRuntime:
             return cached
         self._decrypt_seconds = 0.0
         global_weights = self.plaintext(global_model)
-        config = SiteTrainingConfig(
-            model=self.config.model_config,
-            local=self.config.local_config,
-            local_steps=self.config.local_steps,
-            seed=self.seed,
-        )
         data = self.data
         assert data.train is not None
+        local = self.config.local_config
+        if local.privacy is not None and not data.evaluation:  # no validation images: no releases to plan for
+            local = replace(local, privacy=replace(local.privacy, planned_releases=0))
+        config = SiteTrainingConfig(
+            model=self.config.model_config, local=local, local_steps=self.config.local_steps, seed=self.seed
+        )
         started = time.perf_counter()
         update = train_site(global_weights, self._load_state(), data.train, config, device=self.device)
-        logger.info("site %s: round %d trained in %.1f s", self.spec.name, server_round, time.perf_counter() - started)
         metrics = {**update.metrics, "labelled": data.n_labelled, "unlabelled": data.n_unlabelled}
-        reply = TrainReply(update.weights, update.num_examples, metrics)
+        logger.info("site %s: round %d: %s", self.spec.name, server_round, _metrics_line(metrics))
+        ledger = None
+        if update.state.privacy is not None:
+            ledger = update.state.privacy.ledger_row(
+                site=self.spec.name, round=server_round, kind="update", steps=self.config.local_steps
+            )
+        reply = TrainReply(update.weights, update.num_examples, self._releasable(metrics), None, ledger)
         if self.he is not None:
             started = time.perf_counter()
             encrypted = encrypt_weighted(update.weights, float(update.num_examples), self.he)
@@ -201,22 +234,71 @@ class SiteRuntime:
                 he_decrypt_seconds=self._decrypt_seconds,
                 he_bytes_up=encrypted.nbytes,
             )
-            reply = TrainReply(None, update.num_examples, metrics, encrypted)
+            reply = TrainReply(None, update.num_examples, self._releasable(metrics), encrypted, ledger)
         self._store(server_round, digest, reply, update.state)
         return reply
+
+    def _releasable(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return releasable("train", self.spec.role, "metrics", metrics, dp=self.private)
+
+    def refusal_row(self, server_round: int) -> LedgerRow | None:
+        """The ledger row of a refused round (budget exhausted: nothing released)."""
+        state = self._load_state()
+        if state is None or state.privacy is None:
+            return None
+        return state.privacy.ledger_row(site=self.spec.name, round=server_round, kind="refused")
 
     def privacy_spent(self) -> dict[str, float] | None:
         state = self._load_state()
         if state is None or state.privacy is None:
             return None
         return {
-            "epsilon": state.privacy.epsilon(),
+            "epsilon": state.privacy.get_epsilon(),
             "delta": state.privacy.delta,
             "epsilon_budget": state.privacy.epsilon_budget,
         }
 
-    def evaluate(self, global_model: GlobalModel) -> dict[str, Any]:
-        """Sums and counts of the global model on this site's evaluation images (whole images)."""
+    # -- evaluation -----------------------------------------------------------------------------
+    def _answered(self) -> dict[str, Any]:
+        path = self.state_dir / EVALUATIONS_FILE
+        return json.loads(path.read_text())["models"] if path.exists() else {}
+
+    def _remember(self, answered: dict[str, Any]) -> None:
+        text = json.dumps({"models": answered}, indent=1)
+        atomic_write_bytes(self.state_dir / EVALUATIONS_FILE, text.encode(), mode=0o600)
+
+    def evaluate(self, global_model: GlobalModel, *, server_round: int = 0) -> dict[str, Any]:
+        """Sums and counts of the global model on this site's evaluation images (whole images).
+
+        Under DP a training site sends its validation score through the Gaussian mechanism (or keeps
+        it, with ``dp-validation-noise = 0``). A model scored before gets the same answer; a site
+        answers at most ``max_evaluations`` distinct models.
+        """
+        digest = global_digest(global_model)
+        answered = self._answered()
+        if digest in answered:
+            return answered[digest]
+        if len(answered) >= self.max_evaluations:
+            raise EvaluationLimitReached(
+                f"site {self.spec.name} has scored {len(answered)} models, its limit (node config 'max-evaluations' "
+                f"= {self.max_evaluations}, kept in {self.state_dir / EVALUATIONS_FILE}); the hospital may raise it"
+            )
+        result = self._score(global_model)
+        counts: dict[str, Any] = result.counts.to_dict()
+        ledger = None
+        if self.private:
+            counts, ledger = self._release_validation(result, server_round)
+        reply = {
+            "site": self.spec.name,
+            "centre": self.spec.centre,
+            "role": self.spec.role,
+            "counts": releasable("evaluate", self.spec.role, "counts", counts, dp=self.private),
+            "ledger": ledger.to_json() if ledger is not None else None,
+        }
+        self._remember({**answered, digest: reply})
+        return reply
+
+    def _score(self, global_model: GlobalModel) -> CentreResult:
         model = build_model(self.config.model_config)
         load_model_state(model, self.plaintext(global_model))
         inference = self.config.inference_config
@@ -228,10 +310,38 @@ class SiteRuntime:
             predictor, records, threshold=inference.threshold, with_hd95=not self.spec.trains, progress=False
         )
         logger.info("site %s: scored %d images in %.1f s", self.spec.name, len(records), time.perf_counter() - started)
-        return {
-            "site": self.spec.name,
-            "centre": self.spec.centre,
-            "role": self.spec.role,
-            "counts": result.counts.to_dict(),
-            "unreadable": len(result.failures),
-        }
+        return result
+
+    def _release_validation(self, result: CentreResult, server_round: int) -> tuple[dict[str, Any], LedgerRow | None]:
+        """The validation score through the Gaussian mechanism: accounted, and the state written, before it
+        leaves. Nothing is released without validation images, with 'dp-validation-noise' 0 or over budget."""
+        dice = _unit_dice(result.rows, self.config.privacy_unit)
+        state = self._load_state()
+        exact = sum(dice) / len(dice) if dice else None
+        logger.info("site %s: validation Dice %s (exact; stays at the site)", self.spec.name, exact)
+        if not dice or state is None or state.privacy is None or not state.privacy.release_noise > 0:
+            return {}, None
+        try:
+            state.privacy.check(releases=1)
+        except PrivacyBudgetExhausted as refused:
+            logger.warning("site %s: validation score not released: %s", self.spec.name, refused)
+            return {}, None
+        noised = gaussian_release(dice, state.privacy, upper=len(dice))
+        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+        row = state.privacy.ledger_row(site=self.spec.name, round=server_round, kind="validation")
+        return {"n_images": len(dice), "dice_sum": noised}, row
+
+
+def _unit_dice(rows: list[dict[str, Any]], unit: str) -> list[float]:
+    """Dice per privacy unit: per image, or the mean over each subject's images."""
+    if unit == "image":
+        return [float(row["dice"]) for row in rows]
+    subjects = subject_ids([(row["centre"], row["image"]) for row in rows], {})
+    by_subject: dict[str, list[float]] = {}
+    for subject, row in zip(subjects, rows):
+        by_subject.setdefault(subject, []).append(float(row["dice"]))
+    return [sum(values) / len(values) for values in by_subject.values()]
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))

@@ -1,4 +1,4 @@
-"""The DP-SGD step: Opacus' per-sample gradients (GradSampleModule) and clipped, noised optimiser."""
+"""The DP-SGD pieces: Opacus' per-sample gradients (GradSampleModule), clipped and noised optimiser."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from torch import nn
 
 
 def make_private(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
     *,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
     noise_multiplier: float,
     max_grad_norm: float,
     expected_batch_size: float,
     grad_sample_mode: str,
     generator: torch.Generator | None = None,
 ) -> tuple[GradSampleModule, DPOptimizer]:
-    """Wrap ``model`` for per-sample gradients and ``optimizer`` for per-sample clipping and Gaussian noise.
+    """Wrap ``module`` for per-sample gradients and ``optimizer`` for per-sample clipping and Gaussian noise.
 
     Losses are the mean of per-sample losses over the sampled batch; the optimiser divides the
     noised sum by ``expected_batch_size`` (Poisson sampling makes the real size vary).
     """
-    private_model = wrap_model(model, grad_sample_mode=grad_sample_mode)
+    private_model = wrap_model(module, grad_sample_mode=grad_sample_mode)
     private_optimizer = DPOptimizer(
         optimizer,
         noise_multiplier=noise_multiplier,
@@ -41,3 +41,23 @@ def mark_empty_batch(model: nn.Module) -> None:
         if parameter.requires_grad:
             empty = torch.zeros((0, *parameter.shape), device=parameter.device, dtype=parameter.dtype)
             setattr(parameter, "grad_sample", empty)  # noqa: B010  (Opacus' per-sample gradient attribute)
+
+
+def sum_per_unit(model: nn.Module, unit_of_row: torch.Tensor) -> int:
+    """Replace per-sample gradients (one row per image) by their sums per privacy unit (one row per subject).
+
+    ``unit_of_row[i]`` is the unit of batch row i. Opacus then clips each unit's summed gradient,
+    so that one subject, with all its images, moves the update by at most the clipping bound.
+    Returns the number of units in the batch.
+    """
+    units, inverse = torch.unique(unit_of_row, return_inverse=True)
+    for parameter in model.parameters():
+        samples = getattr(parameter, "grad_sample", None)
+        if samples is None:
+            continue
+        if isinstance(samples, list):
+            samples = torch.cat(samples, dim=0)
+        summed = torch.zeros((len(units), *samples.shape[1:]), device=samples.device, dtype=samples.dtype)
+        summed.index_add_(0, inverse.to(samples.device), samples)
+        setattr(parameter, "grad_sample", summed)  # noqa: B010
+    return len(units)

@@ -2,20 +2,20 @@
 
 One ``LocalTrainer`` trains a student from given weights on one dataset of crops, with
 optional Mean Teacher (an EMA teacher and a consistency loss on every sampled image) and
-optional DP-SGD (Poisson sampling over the images, per-sample clipping and Gaussian noise).
-What must outlive a run (the teacher, the privacy accountant's history, the step count) is
-``LocalState``, which round-trips through bytes so that a site can keep it between rounds.
+optional DP-SGD, which ``fedseg.privacy.engine.PrivateTraining`` owns (secret Poisson sampling
+over privacy units, per-unit clipping, Gaussian noise, the accountant). What must outlive a run
+(the teacher, the privacy accountant, the step count) is ``LocalState``, which round-trips through
+bytes so that a site can keep it between rounds.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +23,15 @@ import torch
 from torch import nn
 
 from fedseg.data.crops import TrainingCrops
-from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
+from fedseg.data.grouping import subject_ids
+from fedseg.data.sampling import KeySampler, StratifiedKeys, UniformKeys, step_loader
 from fedseg.devices import autocast
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
 from fedseg.models import ModelConfig, build_model, grad_sample_mode
 from fedseg.models.state import clean_state_dict, load_model_state, model_state
-from fedseg.privacy.accountant import add_steps, calibrate_noise, epsilon_of
-from fedseg.privacy.budget import PrivacyBudgetExhausted, PrivacyConfig
-from fedseg.privacy.dp_sgd import make_private, mark_empty_batch
+from fedseg.privacy.accountant import SiteAccountant
+from fedseg.privacy.budget import PrivacyConfig
+from fedseg.privacy.engine import PrivateTraining, secret_seed
 from fedseg.training.config import OptimConfig
 from fedseg.training.mean_teacher import (
     MeanTeacherConfig,
@@ -78,40 +79,18 @@ class LocalConfig:
 
 
 @dataclass
-class PrivacyState:
-    """The accountant of one site: calibrated noise, sampling rate, delta, budget and the step history."""
-
-    noise_multiplier: float
-    sample_rate: float
-    delta: float
-    epsilon_budget: float
-    accountant: str = "rdp"
-    history: list[tuple[float, float, int]] = field(default_factory=list)
-
-    def epsilon(self) -> float:
-        return epsilon_of(self.history, delta=self.delta, accountant=self.accountant)
-
-    def projected_epsilon(self, steps: int) -> float:
-        return epsilon_of(
-            add_steps(self.history, self.noise_multiplier, self.sample_rate, steps),
-            delta=self.delta,
-            accountant=self.accountant,
-        )
-
-
-@dataclass
 class LocalState:
     """What persists between runs of local training at one site. Never leaves the site."""
 
     step: int = 0
     teacher: OrderedDict[str, torch.Tensor] | None = None
-    privacy: PrivacyState | None = None
+    privacy: SiteAccountant | None = None
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {
             "step": self.step,
             "teacher": self.teacher,
-            "privacy": None if self.privacy is None else vars(self.privacy),
+            "privacy": None if self.privacy is None else self.privacy.state_dict(),
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -121,9 +100,8 @@ class LocalState:
     def from_bytes(cls, data: bytes) -> LocalState:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         privacy = payload["privacy"]
-        if privacy is not None:
-            privacy = PrivacyState(**{**privacy, "history": [tuple(h) for h in privacy["history"]]})
-        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy)
+        accountant = SiteAccountant.from_state_dict(privacy) if privacy is not None else None
+        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=accountant)
 
 
 @dataclass(frozen=True)
@@ -145,7 +123,11 @@ class LocalStats:
 
 
 class LocalTrainer:
-    """Student (+ EMA teacher) (+ DP-SGD) on one dataset, continuing from a ``LocalState``."""
+    """Student (+ EMA teacher) (+ DP-SGD) on one dataset, continuing from a ``LocalState``.
+
+    ``subjects`` names the subject of each dataset image (for ``privacy unit = subject``); by
+    default the known groupings of ``fedseg.data.grouping`` (e.g. CHASE_DB1's two eyes per child).
+    """
 
     def __init__(
         self,
@@ -160,6 +142,7 @@ class LocalTrainer:
         state: LocalState | None = None,
         schedule_steps: int | None = None,
         workers: int = 0,
+        subjects: Sequence[str] | None = None,
     ) -> None:
         self.config, self.dataset, self.device, self.seed, self.workers = config, dataset, device, seed, workers
         self.state = state or LocalState()
@@ -170,10 +153,15 @@ class LocalTrainer:
         self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
         self.teacher = self._build_teacher() if config.mean_teacher is not None else None
         self.optimizer = build_optimizer(self.student, config.optim)
-        self.keys = self._build_sampler(planned_steps, model_config)
+        self.private: PrivateTraining | None = None
+        self.keys = self._build_sampler(planned_steps, model_config, subjects)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
         self.consistency = ConsistencyLoss(reduction="none")
+        # Mean Teacher's perturbations: seeded per step without DP (a resumed run repeats them); under DP
+        # from OS entropy, like everything random in a private step.
         self.noise_generator = torch.Generator()
+        if self.private is not None:
+            self.noise_generator.manual_seed(secret_seed())
 
     # -- construction ---------------------------------------------------------------------------
     def _build_teacher(self) -> nn.Module:
@@ -194,9 +182,22 @@ class LocalTrainer:
         labelled, unlabelled = self._pools()
         return len(labelled) + (len(unlabelled) if self.config.mean_teacher is not None else 0)
 
-    def _build_sampler(self, planned_steps: int, model_config: ModelConfig) -> KeySampler:
+    def _units(self, pool: list[int], privacy: PrivacyConfig, subjects: Sequence[str] | None) -> list[list[int]]:
+        """The privacy units of the pool: one image each, or the images of each subject together."""
+        if privacy.unit == "image":
+            return [[index] for index in pool]
+        names = list(subjects) if subjects is not None else subject_ids(self.dataset.sources, {})
+        by_subject: dict[str, list[int]] = {}
+        for index in pool:
+            by_subject.setdefault(names[index], []).append(index)
+        return list(by_subject.values())
+
+    def _build_sampler(
+        self, planned_steps: int, model_config: ModelConfig, subjects: Sequence[str] | None
+    ) -> KeySampler:
         labelled, unlabelled = self._pools()
-        if self.config.privacy is None:
+        privacy = self.config.privacy
+        if privacy is None:
             if self.config.mean_teacher is not None:
                 return StratifiedKeys(
                     labelled,
@@ -207,69 +208,26 @@ class LocalTrainer:
                 )
             return UniformKeys(labelled, self.config.batch_size, seed=self.seed)
         pool = labelled + unlabelled if self.config.mean_teacher is not None else labelled
-        privacy = self._privacy_state(len(pool), planned_steps)
-        # DP noise must be unpredictable: a known seed would let anyone subtract it. OS entropy, never the run seed.
-        generator = torch.Generator(device=self.device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-        self.student, self.optimizer = make_private(
-            self.student,
-            self.optimizer,
-            noise_multiplier=privacy.noise_multiplier,
-            max_grad_norm=self.config.privacy.max_grad_norm,
-            expected_batch_size=privacy.sample_rate * len(pool),
-            grad_sample_mode=self.config.grad_sample_mode or grad_sample_mode(model_config),
-            generator=generator,
+        self.private = PrivateTraining.start(
+            privacy,
+            units=self._units(pool, privacy, subjects),
+            batch_size=self.config.batch_size,
+            planned_steps=planned_steps,
+            accountant=self.state.privacy,
         )
-        return PoissonKeys(pool, privacy.sample_rate, seed=self.seed)
-
-    def _privacy_state(self, n_images: int, planned_steps: int) -> PrivacyState:
-        """The stored accountant, or a new one whose noise is calibrated for the planned steps."""
-        privacy = self.config.privacy
-        assert privacy is not None
-        sample_rate = min(1.0, self.config.batch_size / n_images)
-        if self.state.privacy is None:
-            delta = privacy.delta_for(n_images)
-            sigma = calibrate_noise(
-                epsilon=privacy.epsilon,
-                delta=delta,
-                sample_rate=sample_rate,
-                steps=planned_steps,
-                accountant=privacy.accountant,
-            )
-            self.state.privacy = PrivacyState(
-                noise_multiplier=sigma,
-                sample_rate=sample_rate,
-                delta=delta,
-                epsilon_budget=privacy.epsilon,
-                accountant=privacy.accountant,
-            )
-            logger.info(
-                "DP-SGD: noise multiplier %.3f for epsilon %.2f, delta %.1e, sampling rate %.4f, %d steps",
-                sigma,
-                privacy.epsilon,
-                delta,
-                sample_rate,
-                planned_steps,
-            )
-        elif abs(self.state.privacy.sample_rate - sample_rate) > 1e-12:
-            logger.warning(
-                "the number of images changed since the noise was calibrated; the accountant uses the "
-                "new sampling rate %.4f",
-                sample_rate,
-            )
-            self.state.privacy.sample_rate = sample_rate
-        return self.state.privacy
+        self.state.privacy = self.private.accountant
+        self.student, self.optimizer = self.private.make_private(
+            module=self.student,
+            optimizer=self.optimizer,
+            grad_sample_mode=self.config.grad_sample_mode or grad_sample_mode(model_config),
+        )
+        return self.private.sampler()
 
     # -- training -------------------------------------------------------------------------------
     def check_budget(self, steps: int) -> None:
         """Raise ``PrivacyBudgetExhausted`` if ``steps`` more steps would exceed the budget."""
-        privacy = self.state.privacy
-        if privacy is None:
-            return
-        projected = privacy.projected_epsilon(steps)
-        if projected > privacy.epsilon_budget * (1 + 1e-6):
-            raise PrivacyBudgetExhausted(
-                spent=privacy.epsilon(), projected=projected, budget=privacy.epsilon_budget, delta=privacy.delta
-            )
+        if self.private is not None:
+            self.private.check_budget(steps)
 
     def _lr(self) -> float:
         if self.schedule_steps is None:
@@ -312,30 +270,15 @@ class LocalTrainer:
             if parameter.grad is not None:
                 parameter.grad.add_(parameter.detach() - anchor, alpha=self.config.fedprox_mu)
 
-    def _apply_step(self) -> None:
-        privacy_step = self.state.privacy is not None
-        if privacy_step:
-            if not self.optimizer.pre_step():  # type: ignore[attr-defined]
-                return
-            self._proximal_gradient()
-            self.optimizer.original_optimizer.step()  # type: ignore[attr-defined]
-            privacy = self.state.privacy
-            assert privacy is not None
-            privacy.history = add_steps(privacy.history, privacy.noise_multiplier, privacy.sample_rate, 1)
-        else:
-            self._proximal_gradient()
-            self.optimizer.step()
-
     def train_step(self, batch: dict[str, torch.Tensor] | None) -> tuple[float, float, int]:
         """One optimisation step; returns (supervised loss, consistency loss, labelled count) of the batch."""
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        self.noise_generator.manual_seed(self.seed * 1_000_003 + self.state.step)  # same perturbations on resume
+        if self.private is None:
+            self.noise_generator.manual_seed(self.seed * 1_000_003 + self.state.step)  # same perturbations on resume
         self.optimizer.zero_grad(set_to_none=True)
         sup_mean, cons_mean, n_labelled = 0.0, 0.0, 0
-        if batch is None:
-            mark_empty_batch(self.student)
-        else:
+        if batch is not None:
             batch = to_device(batch, self.device)
             supervised, consistency = self._losses(batch)
             weight = consistency_weight(self.state.step, self.config.mean_teacher) if self.config.mean_teacher else 0.0
@@ -345,7 +288,11 @@ class LocalTrainer:
             n_labelled = int(batch["labelled"].sum())
             sup_mean = float(supervised.detach().sum()) / max(n_labelled, 1)
             cons_mean = float(consistency.detach().mean())
-        self._apply_step()
+        if self.private is not None:
+            self.private.step(None if batch is None else batch["index"], after_noise=self._proximal_gradient)
+        else:
+            self._proximal_gradient()
+            self.optimizer.step()
         if self.teacher is not None and self.config.mean_teacher is not None:
             ema_update(self.teacher, self.student, step=self.state.step, decay=self.config.mean_teacher.ema_decay)
         self.state.step += 1
@@ -372,17 +319,17 @@ class LocalTrainer:
             totals[2] += n_labelled
             if on_step is not None:
                 on_step(self, supervised, consistency)
-        privacy = self.state.privacy
+        accountant = self.private.accountant if self.private is not None else None
         return LocalStats(
             steps=steps,
             supervised_loss=totals[0] / max(totals[2], 1),
             consistency_loss=totals[1] / max(steps, 1),
             seconds=time.perf_counter() - started,
             examples=self.pool_size,
-            epsilon=privacy.epsilon() if privacy else None,
-            delta=privacy.delta if privacy else None,
-            noise_multiplier=privacy.noise_multiplier if privacy else None,
-            sample_rate=privacy.sample_rate if privacy else None,
+            epsilon=accountant.get_epsilon() if accountant else None,
+            delta=accountant.delta if accountant else None,
+            noise_multiplier=accountant.noise_multiplier if accountant else None,
+            sample_rate=accountant.sample_rate if accountant else None,
         )
 
     # -- results --------------------------------------------------------------------------------

@@ -8,9 +8,14 @@ Run folder::
     config.json        the TrainConfig (a resumed run must match it)
     manifest.json      the splits
     log.jsonl          one line per logged step and per validation
-    privacy.jsonl      the privacy ledger (with --dp-epsilon): one line per checkpoint interval
+    privacy.jsonl      the privacy ledger (with --dp-epsilon): a row per checkpoint, best model and interrupt
     checkpoints/last.pt, best.pt     self-describing model checkpoints
-    checkpoints/resume.pt            model, optimiser and local state for --resume
+    checkpoints/resume.pt            model, optimiser and local state (with the accountant) for --resume
+
+Order of writes: ``resume.pt`` (which holds the accountant), then its ledger row, then ``best.pt``
+and ``last.pt``, so that a crash between two writes never leaves a model on disk whose steps the
+ledger does not hold. Under DP the batches are drawn from OS entropy: a resumed run counts every
+step in the same ledger and ends at the same epsilon, with other batches than an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from tqdm.auto import tqdm
 
 from fedseg.configuration import ConfigError
 from fedseg.data.crops import TrainingCrops
+from fedseg.data.grouping import subject_ids
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
-from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json
+from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
 from fedseg.inference.predictor import Predictor
-from fedseg.models.checkpoint import Preprocessing, save_checkpoint
+from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
 from fedseg.models.state import unwrap
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
@@ -75,6 +81,23 @@ def _check_run_folder(config: TrainConfig, run: RunFolder, resume: bool) -> None
         raise ConfigError(f"{run.root}: holds a run already. Pass --resume to continue it, or choose another --out.")
 
 
+def _check_resume_budget(config: TrainConfig, run: RunFolder) -> None:
+    """Refuse, before anything is written, a --resume whose --steps would take epsilon past the budget."""
+    if config.privacy is None or not run.resume.exists():
+        return
+    state = _local_state_of(torch.load(run.resume, map_location="cpu", weights_only=True))
+    if state.privacy is None or config.steps <= state.step:
+        return
+    allowed = state.privacy.max_more_steps()
+    if config.steps - state.step > allowed:
+        raise ConfigError(
+            f"{run.root}: --steps {config.steps} would take epsilon past this run's privacy budget "
+            f"(--dp-epsilon {state.privacy.epsilon_budget:g}): {state.step} steps are done and the budget allows "
+            f"{allowed} more. Resume with --steps {state.step + allowed} or fewer; to train longer, start a new "
+            "run (another --out) with a larger --dp-epsilon. Nothing was changed in the run folder."
+        )
+
+
 def preprocessing_of(config: TrainConfig) -> Preprocessing:
     return Preprocessing(
         channels=config.data.channels, resize=config.data.resize, normalisation=config.data.normalisation
@@ -111,6 +134,8 @@ class PooledTrainer:
         self.config, self.progress = config, progress
         self.folder = RunFolder(config.out)
         _check_run_folder(config, self.folder, resume)
+        if resume:
+            _check_resume_budget(config, self.folder)
         self.folder.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.folder.config, config.to_json())
         self.device = resolve_device(config.device)
@@ -123,6 +148,7 @@ class PooledTrainer:
         )
         saved = torch.load(self.folder.resume, map_location="cpu", weights_only=True) if resume else None
         self.best: float | None = saved["best"] if saved else None
+        self.best_step: int | None = saved.get("best_step") if saved else None
         self.trainer = LocalTrainer(
             model_config=config.model,
             config=local_config_of(config),
@@ -134,10 +160,14 @@ class PooledTrainer:
             workers=config.workers,
             initial_weights=saved["model"] if saved else None,
             state=_local_state_of(saved) if saved else None,
+            subjects=subject_ids(dataset.sources, config.data.split.group_patterns),
         )
+        self._ledger_step, self._ledger_rows = self._ledger_so_far()
         if saved:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
             logger.info("resumed %s at step %d", self.folder.root, self.step)
+            self._ledger()  # a crash between resume.pt and its ledger row: write the row now
+            self._repair_best()
 
     @property
     def step(self) -> int:
@@ -153,64 +183,82 @@ class PooledTrainer:
             "manifest": str(self.folder.manifest.resolve()),
         }
 
-    def _save(self) -> None:
-        model = unwrap(self.trainer.student)
-        save_checkpoint(
-            self.folder.last,
-            model=model,
-            model_config=self.config.model,
-            preprocessing=preprocessing_of(self.config),
-            meta={**self._meta(), "best_val_dice": self.best},
-        )
+    def _save_resume(self) -> None:
+        """The resume point: model, optimiser, local state (the accountant) and the best score so far."""
         atomic_torch_save(
             {
                 "model": self.trainer.weights(),
                 "optimizer": self.trainer.optimizer.state_dict(),
                 "local_state": self.trainer.export_state().to_bytes(),
                 "best": self.best,
+                "best_step": self.best_step,
             },
             self.folder.resume,
         )
 
-    def _validate(self) -> None:
+    def _save_model(self, path: Path, meta: dict[str, Any]) -> None:
+        save_checkpoint(
+            path,
+            model=unwrap(self.trainer.student),
+            model_config=self.config.model,
+            preprocessing=preprocessing_of(self.config),
+            meta={**self._meta(), **meta},
+        )
+
+    def _checkpoint(self, *, best: bool, last: bool) -> None:
+        """Resume point, ledger row, then the model files (see the module's order of writes)."""
+        self._save_resume()
+        self._ledger()
+        if best:
+            self._save_model(self.folder.best, {"val_dice": self.best})
+        if last:
+            self._save_model(self.folder.last, {"best_val_dice": self.best})
+
+    def _repair_best(self) -> None:
+        """A crash between resume.pt and best.pt: the resumed model is the best one; write it."""
+        if self.best_step != self.step:
+            return
+        if self.folder.best.exists() and load_checkpoint(self.folder.best).meta.get("step") == self.step:
+            return
+        self._save_model(self.folder.best, {"val_dice": self.best})
+
+    def _validate(self) -> bool:
+        """Validate; True when this is the best model so far (the caller then writes best.pt)."""
         dice = validate(self.trainer.student, self.config, self.data, self.device)
         append_jsonl(self.folder.log, {"step": self.step, "event": "validation", "val_dice": dice})
-        if dice is not None and (self.best is None or dice > self.best):
-            self.best = dice
-            save_checkpoint(
-                self.folder.best,
-                model=unwrap(self.trainer.student),
-                model_config=self.config.model,
-                preprocessing=preprocessing_of(self.config),
-                meta={**self._meta(), "val_dice": dice},
-            )
+        if dice is None or (self.best is not None and dice <= self.best):
+            return False
+        self.best, self.best_step = dice, self.step
+        return True
 
-    def _ledger(self, steps: int) -> None:
-        privacy = self.trainer.state.privacy
-        if privacy is None:
+    def _ledger_so_far(self) -> tuple[int, int]:
+        """(DP-SGD step of the last ledger row, number of rows); rows past the resume point are dropped."""
+        if self.trainer.private is None or not self.folder.privacy.exists():
+            return 0, 0
+        rows = read_jsonl(self.folder.privacy)
+        kept = [row for row in rows if int(row.get("step", 0)) <= self.step]
+        if len(kept) < len(rows):
+            atomic_write_text(self.folder.privacy, "".join(json.dumps(row) + "\n" for row in kept))
+        return (int(kept[-1].get("step", 0)) if kept else 0), len(kept)
+
+    def _ledger(self) -> None:
+        """A ledger row for the DP-SGD steps since the last row (none without DP or without new steps)."""
+        private = self.trainer.private
+        if private is None or self.step <= self._ledger_step:
             return
-        epsilon = privacy.epsilon()
-        append_jsonl(
-            self.folder.privacy,
-            {
-                "site": "pooled",
-                "round": self.step // self.config.checkpoint_every,
-                "step": self.step,
-                "sampling_rate": privacy.sample_rate,
-                "noise_multiplier": privacy.noise_multiplier,
-                "steps": steps,
-                "epsilon": epsilon,
-                "delta": privacy.delta,
-                "epsilon_budget": privacy.epsilon_budget,
-                "budget_left": privacy.epsilon_budget - epsilon,
-                "accountant": privacy.accountant,
-            },
-        )
+        self._ledger_rows += 1
+        row = private.ledger_row(site="pooled", round=self._ledger_rows, steps=self.step - self._ledger_step)
+        append_jsonl(self.folder.privacy, row.to_json())
+        self._ledger_step = self.step
 
     def _next_stop(self) -> int:
         every = [self.config.checkpoint_every] + ([self.config.val_every] if self.config.val_every else [])
         stops = [(self.step // k + 1) * k for k in every] + [self.config.steps]
         return min(stops)
+
+    def _interrupted(self) -> None:
+        logger.warning("interrupted at step %d; saving so that --resume continues from here", self.step)
+        self._checkpoint(best=False, last=True)
 
     def run(self) -> TrainResult:
         config = self.config
@@ -235,26 +283,24 @@ class PooledTrainer:
 
         try:
             while self.step < config.steps:
-                stop = self._next_stop()
-                stats = self.trainer.run(stop - self.step, on_step=on_step)
-                if config.val_every and (self.step % config.val_every == 0 or self.step == config.steps):
-                    self._validate()
-                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
-                    self._ledger(stats.steps)
-                    self._save()
+                self.trainer.run(self._next_stop() - self.step, on_step=on_step)
+                end = self.step == config.steps
+                best = bool(config.val_every) and (self.step % config.val_every == 0 or end) and self._validate()
+                last = self.step % config.checkpoint_every == 0 or end
+                if best or last:
+                    self._checkpoint(best=best, last=last)
         except KeyboardInterrupt:
-            logger.warning("interrupted at step %d; saving so that --resume continues from here", self.step)
-            self._save()
+            self._interrupted()
             raise
         finally:
             bar.close()
-        privacy = self.trainer.state.privacy
+        private = self.trainer.private
         return TrainResult(
             run=self.folder.root,
             steps=self.step,
             best_val_dice=self.best,
             last_checkpoint=self.folder.last,
-            epsilon=privacy.epsilon() if privacy else None,
+            epsilon=private.epsilon() if private else None,
         )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -14,22 +16,39 @@ def test_keys_depend_only_on_seed_and_step() -> None:
     assert full != list(StepBatches(UniformKeys(range(10), 4, seed=4), start=0, stop=6))
 
 
+def _units(n: int) -> list[list[int]]:
+    return [[i] for i in range(n)]
+
+
 def test_poisson_batches_have_the_expected_size_and_can_be_empty() -> None:
-    sampler = PoissonKeys(range(50), 0.1, seed=0)
+    sampler = PoissonKeys(_units(50), 0.1)
     sizes = np.array([len(sampler.keys_for_step(s)) for s in range(3000)])
     assert sizes.mean() == pytest.approx(5.0, rel=0.05)
     assert sizes.var() == pytest.approx(50 * 0.1 * 0.9, rel=0.15)
-    tiny = PoissonKeys(range(3), 0.05, seed=0)
+    tiny = PoissonKeys(_units(3), 0.05)
     assert any(len(tiny.keys_for_step(s)) == 0 for s in range(100))
 
 
-def test_poisson_includes_each_image_independently() -> None:
-    sampler = PoissonKeys(range(20), 0.3, seed=1)
+def test_poisson_includes_each_unit_independently_with_all_its_images() -> None:
+    sampler = PoissonKeys([[0, 1], *_units(20)[2:]], 0.3)
     counts = np.zeros(20)
     for step in range(4000):
-        for index, _ in sampler.keys_for_step(step):
-            counts[index] += 1
+        indices = [index for index, _ in sampler.keys_for_step(step)]
+        assert (0 in indices) == (1 in indices)  # images 0 and 1 are one subject: together or not at all
+        counts[indices] += 1
     assert np.allclose(counts / 4000, 0.3, atol=0.03)
+
+
+def test_poisson_draws_are_secret_and_repeat_only_with_the_same_entropy() -> None:
+    sampler = PoissonKeys(_units(40), 0.5)
+    assert sampler.keys_for_step(0) != sampler.keys_for_step(0)  # not a function of the step: a fresh draw
+
+    def fixed_entropy() -> Callable[[int], bytes]:
+        stream = np.random.default_rng(7)
+        return lambda n: stream.bytes(n)
+
+    first, second = (PoissonKeys(_units(40), 0.5, entropy=fixed_entropy()) for _ in range(2))
+    assert [first.keys_for_step(s) for s in range(5)] == [second.keys_for_step(s) for s in range(5)]
 
 
 def test_stratified_batches_add_unlabelled_images_to_a_full_labelled_batch() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from fedseg.files import read_jsonl
 from fedseg.models.checkpoint import load_checkpoint
+from fedseg.privacy.release import Handling, handling
 
 ROUNDS = 2
 
@@ -56,7 +57,7 @@ def healthy_run(retina_crops: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 retina_crops,
                 out / "run",
                 "STARE,AV-WIDE,heldout:CHASE_DB1",
-                **{"dp-epsilon": 20.0, "mean-teacher": True, "label-fraction": 0.5},
+                **{"dp-epsilon": 20.0, "dp-validation-noise": 4.0, "mean-teacher": True, "label-fraction": 0.5},
             )
         )
     return out / "run", log
@@ -85,6 +86,33 @@ def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str
     assert "held-out CHASE_DB1 Dice" in summary and (run / "learning_curve.png").stat().st_size > 1000
     assert json.loads((run / "config.json").read_text())["site-map"] == "STARE,AV-WIDE,heldout:CHASE_DB1"
     assert (run / "sites" / "STARE" / "state.bin").exists()  # the simulated hospital's private state
+
+
+def test_every_field_a_dp_site_sent_is_the_update_public_or_in_the_ledger(healthy_run: tuple[Path, str]) -> None:
+    run, _ = healthy_run
+    roles = {"STARE": "train", "AV-WIDE": "train", "CHASE_DB1": "heldout"}
+    messages = {"query.describe": "describe", "train": "train", "evaluate": "evaluate"}
+    ledger = {(row["site"], row["round"], row["kind"]) for row in read_jsonl(run / "privacy.jsonl")}
+    seen = set()
+    for received in read_jsonl(run / "messages.jsonl"):  # every reply the server got, field by field
+        assert received["error"] is None
+        message, role, site = messages[received["type"]], roles[received["site"]], received["site"]
+        seen.add((message, role))
+        for record, fields in received["records"].items():
+            for key in fields["keys"]:
+                rule = handling(message, role, record, key, dp=True)
+                assert rule is not None and rule.sent, f"{site} sent '{record}.{key}' in reply to {message}"
+                if rule is Handling.UPDATE:
+                    assert (site, int(received["round"]), "update") in ledger
+                if rule is Handling.GAUSSIAN:
+                    assert (site, int(received["round"]), "validation") in ledger
+        if message == "train":
+            assert "supervised_loss" not in received["records"]["metrics"]["keys"]
+    assert seen == {(m, r) for m in ("describe", "evaluate") for r in ("train", "heldout")} | {("train", "train")}
+    for site in ("STARE", "AV-WIDE"):  # an update and a validation score per round, each with its ledger row
+        for kind in ("update", "validation"):
+            assert {r for s, r, k in ledger if (s, k) == (site, kind)} == set(range(1, ROUNDS + 1))
+    assert not any(s == "CHASE_DB1" for s, _, _ in ledger)  # held-out scores are not DP releases
 
 
 def test_a_failing_site_is_left_out_and_the_round_goes_on(

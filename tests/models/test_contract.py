@@ -53,8 +53,8 @@ def test_one_real_dp_sgd_step(name: str) -> None:
     config = config_for(name)
     plain = build_model(config)
     model, optimizer = make_private(
-        plain,
-        torch.optim.SGD(plain.parameters(), lr=0.05),
+        module=plain,
+        optimizer=torch.optim.SGD(plain.parameters(), lr=0.05),
         noise_multiplier=1.0,
         max_grad_norm=1.0,
         expected_batch_size=3,

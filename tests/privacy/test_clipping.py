@@ -20,8 +20,8 @@ def _update(private: bool, scale: float) -> float:
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     if private:
         model, optimizer = make_private(
-            model,
-            optimizer,
+            module=model,
+            optimizer=optimizer,
             noise_multiplier=0.0,
             max_grad_norm=CLIP,
             expected_batch_size=BATCH,

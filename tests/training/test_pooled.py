@@ -15,11 +15,13 @@ from fedseg.files import read_jsonl
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import load_checkpoint
+from fedseg.privacy import PrivacyConfig
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
 from fedseg.training.local import LocalTrainer
 
 TINY = ModelConfig(name="unet", options={"widths": [8, 16, 32]})
+TINIEST = ModelConfig(name="unet", options={"widths": [4, 8]})
 
 
 def tiny_config(root: Path, out: Path, **overrides: object) -> TrainConfig:
@@ -126,3 +128,60 @@ def test_resume_files_without_local_state_resume_at_their_step() -> None:
     assert _local_state_of({"model": {}, "optimizer": {}, "step": 900, "best": 0.7}).step == 900
     current = {"local_state": LocalState(step=12).to_bytes()}
     assert _local_state_of(current).step == 12
+
+
+class Killed(BaseException):
+    """The process dies at a write (SIGKILL): nothing after it runs, no handler sees it."""
+
+
+WRITERS = ("append_jsonl", "atomic_torch_save", "save_checkpoint")
+
+
+def _spy_writes(monkeypatch: pytest.MonkeyPatch, kill_at: int | None, seen: list[str]) -> None:
+    """Count (and name) pooled training's writes; raise ``Killed`` instead of write number ``kill_at``."""
+    for name in WRITERS:
+        real = getattr(pooled, name)
+
+        def write(*args: object, _real=real, **kwargs: object) -> object:
+            target = next(a for a in (*args, *kwargs.values()) if isinstance(a, Path))
+            seen.append(target.name)
+            if len(seen) == kill_at:
+                raise Killed
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(pooled, name, write)
+
+
+def _on_disk(run: Path) -> tuple[list[int], int, int]:
+    """Steps of the model files on disk, the resume point's step, and the ledger's last step."""
+    models = [load_checkpoint(p).meta["step"] for p in (run / "checkpoints").glob("*.pt") if p.name != "resume.pt"]
+    resume = run / "checkpoints" / "resume.pt"
+    resumed = pooled._local_state_of(torch.load(resume, weights_only=True)).step if resume.exists() else 0
+    rows = read_jsonl(run / "privacy.jsonl") if (run / "privacy.jsonl").exists() else []
+    return models, resumed, rows[-1]["step"] if rows else 0
+
+
+def test_a_run_killed_at_any_write_of_a_checkpoint_never_holds_a_model_the_ledger_misses(
+    retina_crops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def config(out: Path) -> TrainConfig:
+        return tiny_config(retina_crops, out, model=TINIEST, privacy=PrivacyConfig(epsilon=8.0), log_every=100)
+
+    seen: list[str] = []
+    _spy_writes(monkeypatch, None, seen)
+    pooled.train(config(tmp_path / "clean"), progress=False)
+    first_last = seen.index("last.pt")  # the writes after it belong to the second checkpoint (steps 3-4)
+    for kill_at in range(first_last + 2, len(seen) + 1):
+        run, seen = tmp_path / f"killed-at-{kill_at}", []
+        _spy_writes(monkeypatch, kill_at, seen)
+        with pytest.raises(Killed):
+            pooled.train(config(run), progress=False)
+        models, resumed, ledger = _on_disk(run)
+        assert all(step <= min(resumed, ledger) for step in models), f"killed before writing {seen[-1]}"
+        _spy_writes(monkeypatch, None, [])
+        result = pooled.train(config(run), resume=True, progress=False)
+        rows = read_jsonl(run / "privacy.jsonl")
+        assert sum(row["steps"] for row in rows) == rows[-1]["step"] == result.steps == 4
+        assert rows[-1]["epsilon"] == pytest.approx(result.epsilon, rel=1e-12)
+        models, resumed, ledger = _on_disk(run)
+        assert all(step <= ledger for step in models) and resumed == ledger == 4

@@ -1,0 +1,88 @@
+"""``PrivateTraining``: secret batches, subject-level DP on CHASE_DB1, and the warnings on hopeless noise."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedseg.data.augment import AugmentConfig
+from fedseg.data.crops import CropConfig, TrainingCrops
+from fedseg.data.layout import scan_centre
+from fedseg.data.loading import load_record
+from fedseg.data.sampling import PoissonKeys
+from fedseg.models import ModelConfig
+from fedseg.privacy import PrivacyBudgetTooLow, PrivacyConfig, default_delta
+from fedseg.privacy.engine import PrivateTraining, calibrated_accountant
+from fedseg.training.local import LocalConfig, LocalTrainer
+from tests.privacy.test_accountant import independent_epsilon
+
+TINY = ModelConfig(name="unet", options={"widths": [4, 8]})
+CPU = torch.device("cpu")
+
+
+def _crops(root: Path, centre: str) -> TrainingCrops:
+    images = [load_record(record) for record in scan_centre(root, centre)]
+    return TrainingCrops(images, crop=CropConfig(size=32), augment=AugmentConfig.preset("basic"))
+
+
+def _trainer(crops: TrainingCrops, *, seed: int, unit: str = "image") -> LocalTrainer:
+    config = LocalConfig(batch_size=2, privacy=PrivacyConfig(epsilon=8.0, unit=unit))
+    return LocalTrainer(model_config=TINY, config=config, dataset=crops, device=CPU, seed=seed, planned_steps=20)
+
+
+def _batches(trainer: LocalTrainer, steps: int = 40) -> list[list[int]]:
+    return [sorted(index for index, _ in trainer.keys.keys_for_step(step)) for step in range(steps)]
+
+
+def test_dp_batches_are_secret_draws_that_no_run_seed_reaches(
+    retina_crops: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crops = _crops(retina_crops, "STARE")
+    # Identical config and seed: the batches differ (they come from OS entropy, not from the seed).
+    assert _batches(_trainer(crops, seed=0)) != _batches(_trainer(crops, seed=0))
+    assert isinstance(_trainer(crops, seed=0).keys, PoissonKeys)
+
+    # Every random bit of the sampler comes from os.urandom: with the same entropy stream, runs with
+    # different seeds draw the same batches and crops, so no run-config seed reaches the DP sampler.
+    def draws(seed: int) -> list:
+        stream = np.random.default_rng(11)
+        monkeypatch.setattr(os, "urandom", lambda n: stream.bytes(n))
+        trainer = _trainer(crops, seed=seed)
+        return [trainer.keys.keys_for_step(step) for step in range(10)]
+
+    assert draws(seed=0) == draws(seed=123_456)
+
+
+def test_subject_level_dp_on_chase_db1_samples_both_eyes_together_and_matches_opacus(retina_crops: Path) -> None:
+    crops = _crops(retina_crops, "CHASE_DB1")
+    assert [stem for _, stem in crops.sources] == ["Image_01L", "Image_01R", "Image_02L", "Image_02R"]
+    trainer = _trainer(crops, seed=0, unit="subject")
+    private = trainer.private
+    assert private is not None and private.units == [[0, 1], [2, 3]]  # one child, both eyes: one unit
+    for batch in _batches(trainer, 300):
+        assert all((2 * child in batch) == (2 * child + 1 in batch) for child in (0, 1))
+    stats = trainer.run(3)
+    accountant = private.accountant
+    assert accountant.unit == "subject" and accountant.sample_rate == 0.5  # 2 images per batch of 4
+    assert accountant.delta == default_delta(2)  # delta below 1/n for n = 2 children
+    expected = independent_epsilon([(accountant.noise_multiplier, 0.5, 3)], accountant.delta)
+    assert stats.epsilon == pytest.approx(expected, rel=1e-9)
+    assert private.ledger_row(site="CHASE_DB1", round=1, steps=3).unit == "subject"
+
+
+def test_too_small_an_epsilon_names_the_option_and_hopeless_noise_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(PrivacyBudgetTooLow, match=r"Raise --dp-epsilon \(run config 'dp-epsilon'"):
+        calibrated_accountant(PrivacyConfig(epsilon=1e-4), n_units=100, sample_rate=0.08, planned_steps=2000)
+    with caplog.at_level(logging.WARNING):
+        private = PrivateTraining.start(
+            PrivacyConfig(epsilon=0.05), units=[[i] for i in range(50)], batch_size=4, planned_steps=100
+        )
+    assert private.accountant.noise_multiplier > 4
+    assert "will learn next to nothing" in caplog.text and "--dp-epsilon" in caplog.text
