@@ -11,6 +11,7 @@ Settings come from the environment (or the matching ``--options``)::
     FEDSEG_HE_KEYS     the site's site.context (encrypted aggregation)       optional
     FEDSEG_DEVICE      cpu, cuda or auto                                     default auto
     FEDSEG_PORT        the SuperNode's local runtime port                    default 9094
+    FEDSEG_MAX_EVALUATIONS  distinct models the site scores at most          default 100
 
 It checks the files exist, then replaces itself with ``flower-supernode``.
 """
@@ -33,6 +34,7 @@ SETTINGS = {
     "he_keys": ("FEDSEG_HE_KEYS", ""),
     "device": ("FEDSEG_DEVICE", "auto"),
     "port": ("FEDSEG_PORT", "9094"),
+    "max_evaluations": ("FEDSEG_MAX_EVALUATIONS", "100"),
 }
 
 
@@ -55,7 +57,12 @@ def supernode_command(args: argparse.Namespace) -> list[str]:
             raise SystemExit(f"fedseg supernode: {label} not found at {path}")
     if args.he_keys and not Path(args.he_keys).is_file():
         raise SystemExit(f"fedseg supernode: HE key file not found at {args.he_keys}")
-    node_config = f"site='{args.site}' data-root='{args.data}' state-dir='{args.state}' device='{args.device}'"
+    if not str(args.max_evaluations).isdigit() or int(args.max_evaluations) < 1:
+        raise SystemExit(f"fedseg supernode: FEDSEG_MAX_EVALUATIONS must be an integer >= 1: {args.max_evaluations}")
+    node_config = (
+        f"site='{args.site}' data-root='{args.data}' state-dir='{args.state}' device='{args.device}' "
+        f"max-evaluations={int(args.max_evaluations)}"
+    )
     if args.he_keys:
         node_config += f" he-keys='{args.he_keys}'"
     binary = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")

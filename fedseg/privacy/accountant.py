@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
@@ -33,6 +33,7 @@ History = list[tuple[float, float, int]]
 
 # Opacus' default RDP orders stop at 63; few steps with little noise want higher orders for a tight bound.
 RDP_ORDERS = tuple(RDPAccountant.DEFAULT_ALPHAS) + (80.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0)
+INTEGER_ORDERS = tuple(order for order in RDP_ORDERS if float(order).is_integer())
 MAX_NOISE_MULTIPLIER = 1e4  # beyond this, DP-SGD learns nothing whatever the batch
 CALIBRATION_TOLERANCE = 0.005  # calibrated epsilon lies in [target - tolerance, target]
 
@@ -83,6 +84,29 @@ def add_steps(
     return merged
 
 
+def _rdp_epsilon(history: History, delta: float, orders: Sequence[float]) -> tuple[float, float]:
+    """(epsilon, best order) of a history from the RDP at ``orders`` only: an upper bound on the epsilon at
+    more orders (each order gives a valid bound; the accountant takes the smallest)."""
+    rdp = sum(np.asarray(compute_rdp(q=q, noise_multiplier=s, steps=n, orders=list(orders))) for s, q, n in history)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the")  # a subset's edge: still a valid bound
+        epsilon, best = get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
+    return float(epsilon), float(best)
+
+
+def _smallest_noise(spent: Callable[[float], float], epsilon: float, high: float) -> float:
+    """Bisection for the smallest sigma in (0, ``high``] with ``spent(sigma) <= epsilon`` (``spent(high)`` is)."""
+    low, at_high = 0.0, spent(high)
+    while epsilon - at_high > CALIBRATION_TOLERANCE and high - low > 1e-6 * high:
+        middle = (low + high) / 2
+        at_middle = spent(middle)
+        if at_middle <= epsilon:
+            high, at_high = middle, at_middle
+        else:
+            low = middle
+    return high
+
+
 def calibrate_noise(
     *,
     epsilon: float,
@@ -96,8 +120,11 @@ def calibrate_noise(
     """The smallest DP-SGD noise multiplier whose ``steps`` steps at ``sample_rate``, composed with
     ``releases`` Gaussian releases at ``release_noise``, stay within (epsilon, delta).
 
-    Raises ``PrivacyBudgetTooLow`` (naming the setting to change) when no noise up to
-    ``MAX_NOISE_MULTIPLIER`` fits.
+    With the RDP accountant the search runs on a few RDP orders (the integers, then the orders around
+    the best one), whose epsilon bounds the epsilon at all orders from above: the result meets the
+    budget and is as tight as a search on all orders, at a fraction of the cost (Opacus' ``compute_rdp``
+    is slow at fractional orders). Raises ``PrivacyBudgetTooLow`` (naming the setting to change) when
+    no noise up to ``MAX_NOISE_MULTIPLIER`` fits.
     """
     fixed: History = [(release_noise, 1.0, releases)] if releases > 0 else []
     if fixed and epsilon_of(fixed, delta=delta, accountant=accountant) >= epsilon:
@@ -107,14 +134,19 @@ def calibrate_noise(
             "'dp-validation-noise'), set it to 0 to keep validation scores at the sites, or raise 'dp-epsilon'."
         )
 
-    def spent(sigma: float) -> float:
-        return epsilon_of([(sigma, sample_rate, steps), *fixed], delta=delta, accountant=accountant)
+    def spent_at(orders: Sequence[float] | None) -> Callable[[float], float]:
+        def spent(sigma: float) -> float:
+            history = [(sigma, sample_rate, steps), *fixed]
+            if orders is None:
+                return epsilon_of(history, delta=delta, accountant=accountant)
+            return _rdp_epsilon(history, delta, orders)[0]
 
-    low, high = 0.0, 1.0
-    at_high = spent(high)
-    while at_high > epsilon:
-        low, high = high, 2 * high
-        at_high = spent(high)
+        return spent
+
+    coarse = spent_at(INTEGER_ORDERS if accountant == "rdp" else None)
+    high = 1.0
+    while coarse(high) > epsilon:
+        high *= 2
         if high > MAX_NOISE_MULTIPLIER:
             raise PrivacyBudgetTooLow(
                 f"dp epsilon {epsilon:g} is too small for {steps} DP-SGD steps at sampling rate {sample_rate:.4g}: "
@@ -122,14 +154,12 @@ def calibrate_noise(
                 "'dp-epsilon'; 1 to 10 is usual for DP-SGD), or plan fewer steps (--steps; 'num-server-rounds' x "
                 "'local-steps')."
             )
-    while epsilon - at_high > CALIBRATION_TOLERANCE and high - low > 1e-6 * high:
-        middle = (low + high) / 2
-        at_middle = spent(middle)
-        if at_middle <= epsilon:
-            high, at_high = middle, at_middle
-        else:
-            low = middle
-    return high
+    high = _smallest_noise(coarse, epsilon, high)
+    if accountant != "rdp":
+        return high
+    _, best = _rdp_epsilon([(high, sample_rate, steps), *fixed], delta, RDP_ORDERS)
+    index = RDP_ORDERS.index(best)
+    return _smallest_noise(spent_at(RDP_ORDERS[max(0, index - 8) : index + 9]), epsilon, high)
 
 
 def max_steps_within(

@@ -55,6 +55,18 @@ def test_bad_run_config_values_name_the_key() -> None:
         FederationConfig.from_run_config({"strategy": "fedsgd"})
     with pytest.raises(ConfigError, match="'model-options' is not JSON"):
         FederationConfig.from_run_config({"model-options": "{widths: 3}"})
+    with pytest.raises(ConfigError, match="'privacy-unit' must be one of"):
+        FederationConfig.from_run_config({"privacy-unit": "patient"})
+    with pytest.raises(ConfigError, match="'dp-validation-noise' must be >= 0"):
+        FederationConfig.from_run_config({"dp-validation-noise": -1.0})
+
+
+def test_the_privacy_plan_counts_the_validation_releases() -> None:
+    config = FederationConfig(dp_epsilon=4.0, num_server_rounds=7, evaluate_every=3, privacy_unit="subject")
+    assert config.privacy is not None and config.privacy.unit == "subject"
+    assert config.privacy.releases == 0  # dp-validation-noise = 0: the scores stay at the sites
+    noised = FederationConfig(dp_epsilon=4.0, num_server_rounds=7, evaluate_every=3, dp_validation_noise=5.0)
+    assert noised.privacy is not None and noised.privacy.releases == 3  # after rounds 3, 6 and 7
 
 
 def test_node_identity_from_partition_or_site() -> None:
@@ -66,3 +78,6 @@ def test_node_identity_from_partition_or_site() -> None:
         site_identity({"partition-id": 3, "num-partitions": 4}, config)
     with pytest.raises(ConfigError, match="names no site"):
         site_identity({}, config)
+    assert site_identity({"site": "STARE", "max-evaluations": 5}, config).max_evaluations == 5
+    with pytest.raises(ConfigError, match="'max-evaluations' must be an integer >= 1"):
+        site_identity({"site": "STARE", "max-evaluations": 0}, config)

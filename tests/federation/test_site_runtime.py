@@ -120,7 +120,7 @@ def test_a_site_killed_at_any_write_never_releases_more_than_its_ledger_holds(
             start, lambda site, r=server_round, w=reply.weights: site.evaluate(w, server_round=r)
         )
         assert set(scored["counts"]) == {"n_images", "dice_sum"}  # no exact counts under DP
-        released.add(("validation", scored["counts"]["dice_sum"]))
+        released.add(("validation", (weights_digest(reply.weights), scored["counts"]["dice_sum"])))
         ledger_epsilon = max(ledger_epsilon, reply.ledger.epsilon, scored["ledger"]["epsilon"])
         weights = reply.weights
     assert count["writes"] > kill_at  # the kill happened, and the site went on after its restart

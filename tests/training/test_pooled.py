@@ -165,12 +165,25 @@ def test_a_run_killed_at_any_write_of_a_checkpoint_never_holds_a_model_the_ledge
     retina_crops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def config(out: Path) -> TrainConfig:
-        return tiny_config(retina_crops, out, model=TINIEST, privacy=PrivacyConfig(epsilon=8.0), log_every=100)
+        data = DataConfig(
+            root=retina_crops, centres=("STARE",), crop=CropConfig(size=32), split=SplitConfig(val_fraction=0.25)
+        )
+        return tiny_config(
+            retina_crops,
+            out,
+            data=data,
+            model=TINIEST,
+            privacy=PrivacyConfig(epsilon=8.0),
+            steps=2,
+            checkpoint_every=1,
+            val_every=1,
+            log_every=100,
+        )
 
     seen: list[str] = []
     _spy_writes(monkeypatch, None, seen)
     pooled.train(config(tmp_path / "clean"), progress=False)
-    first_last = seen.index("last.pt")  # the writes after it belong to the second checkpoint (steps 3-4)
+    first_last = seen.index("last.pt")  # the writes after it belong to the second checkpoint (step 2)
     for kill_at in range(first_last + 2, len(seen) + 1):
         run, seen = tmp_path / f"killed-at-{kill_at}", []
         _spy_writes(monkeypatch, kill_at, seen)
@@ -181,7 +194,7 @@ def test_a_run_killed_at_any_write_of_a_checkpoint_never_holds_a_model_the_ledge
         _spy_writes(monkeypatch, None, [])
         result = pooled.train(config(run), resume=True, progress=False)
         rows = read_jsonl(run / "privacy.jsonl")
-        assert sum(row["steps"] for row in rows) == rows[-1]["step"] == result.steps == 4
+        assert sum(row["steps"] for row in rows) == rows[-1]["step"] == result.steps == 2
         assert rows[-1]["epsilon"] == pytest.approx(result.epsilon, rel=1e-12)
         models, resumed, ledger = _on_disk(run)
-        assert all(step <= ledger for step in models) and resumed == ledger == 4
+        assert all(step <= ledger for step in models) and resumed == ledger == 2
