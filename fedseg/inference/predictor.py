@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedseg.devices import to_fast_layout
 from fedseg.inference.crf import CRFConfig
 from fedseg.inference.sliding_window import TilingConfig, predict_probabilities
 from fedseg.models.checkpoint import Checkpoint, Preprocessing
@@ -44,7 +45,7 @@ class Predictor:
     def __init__(
         self, model: nn.Module, preprocessing: Preprocessing, tiling: TilingConfig, *, tta: bool, device: torch.device
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = to_fast_layout(model.to(device), device).eval()
         self.preprocessing, self.tiling, self.tta, self.device = preprocessing, tiling, tta, device
 
     @classmethod

@@ -18,7 +18,7 @@ from torch import nn
 
 from fedseg.data.loading import resize_image, resized_shape
 from fedseg.data.normalise import normalise
-from fedseg.devices import autocast
+from fedseg.devices import autocast, fast_layout
 from fedseg.inference.tta import average_over, tta_transforms
 from fedseg.models.checkpoint import Preprocessing
 
@@ -62,7 +62,7 @@ def predict_tensor(model: nn.Module, inputs: torch.Tensor, tiling: TilingConfig,
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device):
-            return torch.sigmoid(model(batch).float())
+            return torch.sigmoid(model(fast_layout(batch, device)).float())
 
     probabilities = sliding_window_inference(
         inputs,

@@ -24,7 +24,7 @@ from torch import nn
 
 from fedseg.data.crops import TrainingCrops
 from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
-from fedseg.devices import autocast
+from fedseg.devices import autocast, fast_layout, to_fast_layout
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
 from fedseg.models import ModelConfig, build_model, grad_sample_mode
 from fedseg.models.state import clean_state_dict, load_model_state, model_state
@@ -47,10 +47,13 @@ HOOK_WARNING = "Full backward hook is firing when gradients are computed with re
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {
+    """The batch on ``device``, images in the memory layout the model was put in (``fast_layout``)."""
+    moved = {
         key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         for key, value in batch.items()
     }
+    moved["image"] = fast_layout(moved["image"], device)
+    return moved
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ class LocalTrainer:
         self.config, self.dataset, self.device, self.seed, self.workers = config, dataset, device, seed, workers
         self.state = state or LocalState()
         self.schedule_steps = schedule_steps
-        self.student: nn.Module = build_model(model_config).to(device)
+        self.student: nn.Module = to_fast_layout(build_model(model_config).to(device), device)
         if initial_weights is not None:
             load_model_state(self.student, initial_weights)
         self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
