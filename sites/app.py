@@ -18,10 +18,12 @@ from fedseg.federation.config import FederationConfig
 from fedseg.federation.identity import site_identity
 from fedseg.federation.site_runtime import SiteRuntime
 from fedseg.privacy import PrivacyBudgetExhausted
+from fedseg.runtime import status as runtime_status
 from sites.records import model_from, model_records
 
 app = ClientApp()
 logging.getLogger("fedseg").setLevel(logging.INFO)
+logging.getLogger("fedseg").info("fedseg runtime: %s", runtime_status().describe())
 
 
 def runtime_for(context: Context) -> SiteRuntime:

@@ -24,7 +24,7 @@ from fedseg.inference.predictor import InferenceConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.training.config import OptimConfig
+from fedseg.training.config import SCHEDULES, OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 
@@ -57,6 +57,7 @@ class FederationConfig:
     local_steps: int = 50
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = "onecycle"
     weight_decay: float = 1e-4
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -80,6 +81,8 @@ class FederationConfig:
                 raise ConfigError(f"run config '{_key(name)}' must be >= 1, got {getattr(self, name)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"run config 'strategy' must be one of {STRATEGIES}, got '{self.strategy}'")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"run config 'lr-schedule' must be one of {SCHEDULES}, got '{self.lr_schedule}'")
         if self.round_timeout <= 0:
             raise ConfigError(f"run config 'round-timeout' must be > 0, got {self.round_timeout}")
         if self.dp_epsilon < 0 or self.dp_delta < 0:
@@ -170,12 +173,17 @@ class FederationConfig:
             )
         return LocalConfig(
             loss=LossConfig(),
-            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule="constant"),
+            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule=self.lr_schedule),
             batch_size=self.batch_size,
             mean_teacher=teacher,
             privacy=self.privacy,
             fedprox_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
         )
+
+    @property
+    def schedule_steps(self) -> int:
+        """Steps a site's learning-rate schedule spans: every planned round's local steps."""
+        return self.num_server_rounds * self.local_steps
 
     @property
     def inference_config(self) -> InferenceConfig:

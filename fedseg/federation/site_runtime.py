@@ -185,6 +185,8 @@ class SiteRuntime:
             local=self.config.local_config,
             local_steps=self.config.local_steps,
             seed=self.seed,
+            schedule_steps=self.config.schedule_steps if self.config.lr_schedule != "constant" else None,
+            label=f"site {self.spec.name}, round {server_round}",
         )
         data = self.data
         assert data.train is not None

@@ -76,6 +76,14 @@ def test_two_training_sites_and_a_heldout_site_run_two_rounds(healthy_run: tuple
     assert rounds[1]["train"]["STARE"]["epsilon"] > rounds[0]["train"]["STARE"]["epsilon"]
 
 
+def test_simulated_sites_apply_the_cpu_settings_and_log_progress(healthy_run: tuple[Path, str]) -> None:
+    _, log = healthy_run
+    lines = [line for line in log.splitlines() if "fedseg runtime:" in line]
+    assert lines, log[-3000:]
+    assert all("allocator: glibc" in line for line in lines), lines
+    assert "site STARE, round 2: step 2/2" in log and "steps/s" in log
+
+
 def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str]) -> None:
     run, _ = healthy_run
     assert load_checkpoint(run / "checkpoints" / "last.pt").meta["round"] == ROUNDS
