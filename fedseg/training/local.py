@@ -109,12 +109,14 @@ class LocalState:
     step: int = 0
     teacher: OrderedDict[str, torch.Tensor] | None = None
     privacy: PrivacyState | None = None
+    optimizer: dict[str, Any] | None = None  # AdamW's moments: a site's next round continues them
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {
             "step": self.step,
             "teacher": self.teacher,
             "privacy": None if self.privacy is None else vars(self.privacy),
+            "optimizer": self.optimizer,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -126,7 +128,9 @@ class LocalState:
         privacy = payload["privacy"]
         if privacy is not None:
             privacy = PrivacyState(**{**privacy, "history": [tuple(h) for h in privacy["history"]]})
-        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy)
+        return cls(
+            step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy, optimizer=payload.get("optimizer")
+        )
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ class LocalTrainer:
         self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
         self.teacher = self._build_teacher() if config.mean_teacher is not None else None
         self.optimizer = build_optimizer(self.student, config.optim)
+        if self.state.optimizer is not None:
+            self.optimizer.load_state_dict(self.state.optimizer)
         self.keys = self._build_sampler(planned_steps, model_config)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
         self.consistency = ConsistencyLoss(reduction="none")
@@ -394,4 +400,6 @@ class LocalTrainer:
 
     def export_state(self) -> LocalState:
         teacher = clean_state_dict(self.teacher.state_dict()) if self.teacher is not None else None
-        return LocalState(step=self.state.step, teacher=teacher, privacy=self.state.privacy)
+        return LocalState(
+            step=self.state.step, teacher=teacher, privacy=self.state.privacy, optimizer=self.optimizer.state_dict()
+        )
