@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
 from fedseg.devices import autocast
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
@@ -152,7 +152,7 @@ class LocalTrainer:
         *,
         model_config: ModelConfig,
         config: LocalConfig,
-        dataset: TrainingCrops,
+        dataset: CropDataset,
         device: torch.device,
         seed: int,
         planned_steps: int,
