@@ -121,6 +121,8 @@ def load_site_data(spec: SiteSpec, root: Path, config: FederationConfig, *, prog
         raise DataError(f"site '{spec.name}' has no labelled training images; raise 'label-fraction' or add masks")
     data = config.data_config(root, (spec.centre,))
     spatial_dims = config.model_config.spatial_dims
-    crops = training_set(chosen.train, data, spatial_dims=spatial_dims, labelled=set(chosen.labelled), progress=progress)
+    crops = training_set(
+        chosen.train, data, spatial_dims=spatial_dims, labelled=set(chosen.labelled), progress=progress
+    )
     n_labelled = int(crops.labelled.sum())
     return SiteData(spec, crops, chosen.evaluation, n_labelled, len(crops) - n_labelled)

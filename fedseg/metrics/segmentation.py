@@ -48,9 +48,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
 
 
-def hd95(
-    prediction: np.ndarray, target: np.ndarray, *, spacing: tuple[float, ...] | None = None
-) -> float | None:
+def hd95(prediction: np.ndarray, target: np.ndarray, *, spacing: tuple[float, ...] | None = None) -> float | None:
     """95th-percentile symmetric Hausdorff distance, in pixels or, with ``spacing``, in millimetres
     (None when either mask is empty)."""
     if not prediction.any() or not target.any():

@@ -57,7 +57,9 @@ class VNet(nn.Module):
         super().__init__()
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) < 2 or len(depths) != len(widths) or min(widths + depths) < 1:
-            raise ValueError(f"widths and depths need the same length >= 2 and positive entries, got {widths}, {depths}")
+            raise ValueError(
+                f"widths and depths need the same length >= 2 and positive entries, got {widths}, {depths}"
+            )
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.strides = level_strides(len(widths) - 1, slice_pool_levels)
@@ -66,14 +68,17 @@ class VNet(nn.Module):
         kw = {"groups": norm_groups, "act": activation}
         self.stem = ConvNormAct3d(in_channels, widths[0], kernel_size=kernel_size, **kw)  # type: ignore[arg-type]
         self.encoders = nn.ModuleList(
-            ResidualStage(w, d, kernel_size=kernel_size, **kw) for w, d in zip(widths, depths)  # type: ignore[arg-type]
+            ResidualStage(w, d, kernel_size=kernel_size, **kw)
+            for w, d in zip(widths, depths)  # type: ignore[arg-type]
         )
         self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], self.strides[i], **kw) for i in range(len(widths) - 1)  # type: ignore[arg-type]
+            Down(widths[i], widths[i + 1], self.strides[i], **kw)
+            for i in range(len(widths) - 1)  # type: ignore[arg-type]
         )
         self.ups = nn.ModuleList(nn.Conv3d(widths[i + 1], widths[i], 1, bias=False) for i in range(len(widths) - 1))
         self.merges = nn.ModuleList(
-            ConvNormAct3d(2 * widths[i], widths[i], kernel_size=1, **kw) for i in range(len(widths) - 1)  # type: ignore[arg-type]
+            ConvNormAct3d(2 * widths[i], widths[i], kernel_size=1, **kw)
+            for i in range(len(widths) - 1)  # type: ignore[arg-type]
         )
         self.decoders = nn.ModuleList(
             ResidualStage(widths[i], max(1, depths[i]), kernel_size=kernel_size, **kw)  # type: ignore[arg-type]

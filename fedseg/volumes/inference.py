@@ -49,7 +49,9 @@ class VolumePredictor:
     def from_checkpoint(cls, checkpoint: Checkpoint, config: InferenceConfig, device: torch.device) -> VolumePredictor:
         slices = int(checkpoint.meta.get("patch_slices", DEFAULT_PATCH_SLICES))
         tiling = config.tiling(checkpoint.meta)
-        return cls(checkpoint.build(), checkpoint.preprocessing, tiling, tta=config.tta, device=device, patch_slices=slices)
+        return cls(
+            checkpoint.build(), checkpoint.preprocessing, tiling, tta=config.tta, device=device, patch_slices=slices
+        )
 
     def probabilities(self, loaded: LoadedVolume) -> np.ndarray:
         """Probabilities of a volume loaded on its own grid (``load_volume`` without a spacing)."""

@@ -64,7 +64,9 @@ def normalise_intensity(array: np.ndarray, percentiles: tuple[float, float]) -> 
     return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def in_plane_shape(shape: tuple[int, ...], spacing: tuple[float, float, float], target: float | None) -> tuple[int, int]:
+def in_plane_shape(
+    shape: tuple[int, ...], spacing: tuple[float, float, float], target: float | None
+) -> tuple[int, int]:
     if target is None:
         return int(shape[0]), int(shape[1])
     return max(1, round(shape[0] * spacing[0] / target)), max(1, round(shape[1] * spacing[1] / target))

@@ -41,7 +41,9 @@ def _description(root: Path) -> dict:
 def _centre_map(root: Path) -> dict[str, str]:
     path = root / CENTRE_MAP
     if not path.is_file():
-        raise DataError(f"{path}: missing. Write one 'case,centre' line per case of imagesTr/ (the hospital it came from).")
+        raise DataError(
+            f"{path}: missing. Write one 'case,centre' line per case of imagesTr/ (the hospital it came from)."
+        )
     mapping: dict[str, str] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
@@ -77,7 +79,9 @@ def scan_nnunet(root: str | Path) -> dict[str, tuple[ImageRecord, ...]]:
         raise DataError(f"{root / 'imagesTr'}: no '*{CHANNEL}{ending}' images found.")
     unmapped = sorted(set(cases) - set(centres))
     if unmapped:
-        raise DataError(f"{root / CENTRE_MAP}: no centre for case(s) {unmapped[:5]}; add a 'case,centre' line for each.")
+        raise DataError(
+            f"{root / CENTRE_MAP}: no centre for case(s) {unmapped[:5]}; add a 'case,centre' line for each."
+        )
     records: dict[str, list[ImageRecord]] = {}
     for case, image in cases.items():
         label = root / "labelsTr" / f"{case}{ending}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,15 @@ def plan_volumes(spacings: Sequence[tuple[float, float, float]]) -> VolumePlan:
 def volume_mode(spatial_dims: int) -> str:
     """Volumes are 2.5D slice stacks for a 2D model and 3D for a 3D one."""
     return "3d" if spatial_dims == 3 else "2.5d"
+
+
+def plan_for_dataset(root: str | Path, centres: Sequence[str]) -> VolumePlan | None:
+    """The plan for the volumes of ``centres`` (spacing from headers only); None for 2D images."""
+    from fedseg.data.layout import scan_dataset
+    from fedseg.volumes.io import header_spacing
+    from fedseg.volumes.loading import is_volume_record
+
+    records = [r for rs in scan_dataset(root, centres).values() for r in rs]
+    if not records or not is_volume_record(records[0]):
+        return None
+    return plan_volumes([header_spacing(r.image) for r in records])
