@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropDataset, TrainingCrops
+from fedseg.data.errors import DataError
 from fedseg.data.layout import ImageRecord, scan_dataset
 from fedseg.data.loading import LoadedImage, load_record
 from fedseg.data.splits import Manifest, load_manifest, make_manifest
@@ -48,7 +49,15 @@ def training_set(
 ) -> CropDataset:
     """Load records into the crops a run samples from: 2D crops of images, or for volumes 2.5D slice
     stacks (2D models) or 3D patches (3D models)."""
-    if records and is_volume_record(records[0]):
+    kinds = {is_volume_record(r) for r in records}
+    if len(kinds) > 1:
+        volume = next(r for r in records if is_volume_record(r))
+        image = next(r for r in records if not is_volume_record(r))
+        raise DataError(
+            f"{volume.image} is a volume but {image.image} is a 2D image; train on one kind at a time "
+            "(move the other into a dataset of its own)."
+        )
+    if kinds == {True}:
         from fedseg.volumes.training import load_volumes, volume_training_set
 
         volumes = load_volumes(records, data.volume, labelled=labelled, progress=progress)

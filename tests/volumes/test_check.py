@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from fedseg.cli import main
 from fedseg.volumes.check import check_volumes
@@ -22,7 +23,7 @@ def test_check_reports_geometry_and_suggests_2_5d_for_thick_slices(spinal_crops:
     reports, plan = check_volumes(spinal_crops, progress=False)
     assert len(reports) == 8 and sum(r.labelled for r in reports) == 4
     nwu = next(r for r in reports if r.stem == "sub-9584")
-    assert nwu.shape == (48, 48, 6) and nwu.orientation == "LAS" and nwu.spacing[2] == 3.0
+    assert nwu.shape == (48, 48, 6) and nwu.orientation == "LAS" and nwu.spacing[2] == pytest.approx(3.0)
     assert 0 < nwu.foreground < 0.1 and nwu.intensity[1] > nwu.intensity[0]
     assert plan is not None and plan.mode == "2.5d" and plan.model == "unet"
     assert main(["check", "--data", str(spinal_crops)]) == 0

@@ -22,7 +22,7 @@ def volume_checkpoint(path: Path, *, mode: str, spacing: float | None) -> Path:
         name="unet3d" if three_d else "unet", in_channels=1 if three_d else 3, options={"widths": [4, 8]}
     )
     preprocessing = Preprocessing(channels=config.in_channels, normalisation="none", mode=mode, spacing=spacing)
-    meta = {"crop_size": 32, "patch_slices": 4}
+    meta = {"crop_size": 64, "patch_slices": 4}
     return save_checkpoint(path, model=build_model(config), model_config=config, preprocessing=preprocessing, meta=meta)
 
 

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fedseg.cli import main
 from fedseg.data.augment import AugmentConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.layout import scan_centre
+from fedseg.models import ModelConfig
+from fedseg.privacy import PrivacyConfig
+from fedseg.training.local import LocalConfig, LocalTrainer
+from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.volumes.config import VolumeConfig
 from fedseg.volumes.loading import load_volume
 from fedseg.volumes.patches import VolumePatches
 from fedseg.volumes.slices import SliceCrops, slice_stack
+from tests.models.test_contract import config_for
 
 
 def test_slice_stacks_repeat_the_edge_slices() -> None:
@@ -54,6 +60,26 @@ def test_3d_patches_oversample_the_foreground(spinal_crops: Path) -> None:
     assert all(i["image"].shape == (1, 16, 16, 4) and i["mask"].shape == (1, 16, 16, 4) for i in items)
     assert all(i["mask"].sum() > 0 for i in items)  # grey matter is < 1 % of the crop, yet in every patch
     assert abs(float(np.mean([i["image"].mean() for i in items]))) < 3
+
+
+@pytest.mark.parametrize("name", ["unet3d", "vnet"])
+def test_a_dp_mean_teacher_step_on_3d_patches(name: str, spinal_crops: Path) -> None:
+    volumes = [load_volume(r) for r in scan_centre(spinal_crops, "Milan")]  # 2 labelled, 2 unlabelled
+    patches = VolumePatches(volumes, crop=CropConfig(size=16), patch_slices=4, augment=AugmentConfig.preset("basic"))
+    config = LocalConfig(batch_size=2, mean_teacher=MeanTeacherConfig(), privacy=PrivacyConfig(epsilon=8.0))
+    model = config_for(name)
+    trainer = LocalTrainer(
+        model_config=ModelConfig(name=name, in_channels=1, options=dict(model.options)),
+        config=config,
+        dataset=patches,
+        device=torch.device("cpu"),
+        seed=0,
+        planned_steps=1,
+    )
+    before = {k: v.clone() for k, v in trainer.weights().items()}
+    stats = trainer.run(1)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.weights().items())
+    assert stats.examples == 4 and 0 < stats.epsilon <= 8.0  # four volumes, four privacy units
 
 
 @pytest.mark.parametrize("model", ["unet", "unet3d"])
