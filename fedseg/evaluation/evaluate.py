@@ -144,12 +144,15 @@ def _examples(
 ) -> list[tuple[str, str, str, float]]:
     """Overlay PNGs of the best, median and worst image of each centre (slice montages for volumes)."""
     examples = []
+    montages: dict[tuple[str, str], str] = {}
     for result in results:
         by_stem = {r.stem: r for r in records[result.centre]}
         for rank, row in _picks(result).items():
             if isinstance(predictor, VolumePredictor):
-                name = _volume_example(config, predictor, by_stem[row["image"]], row, threshold)
-                examples.append((result.centre, rank, name, float(row["dice"])))
+                key = (result.centre, row["image"])
+                if key not in montages:
+                    montages[key] = _volume_example(config, predictor, by_stem[row["image"]], row, threshold)
+                examples.append((result.centre, rank, montages[key], float(row["dice"])))
                 continue
             loaded = load_record(by_stem[row["image"]], channels=predictor.preprocessing.channels)
             probabilities = predictor.probabilities(loaded.image, loaded.fov)

@@ -70,7 +70,7 @@ def training_set(
             normalisation=data.normalisation,
             config=data.volume,
         )
-    if spatial_dims != 2:
+    if spatial_dims != 2 and records:
         raise ValueError(f"a {spatial_dims}D model needs volumes; {records[0].image} is a 2D image")
     images = load_images(records, data, labelled=labelled, progress=progress)
     return TrainingCrops(images, crop=data.crop, augment=data.augment, normalisation=data.normalisation)
