@@ -102,7 +102,8 @@ def select_site_records(spec: SiteSpec, root: Path, config: FederationConfig) ->
 
 def _check_kind(spec: SiteSpec, chosen: SiteRecords, config: FederationConfig) -> None:
     """The run config's 'volumes' must say what the site's files are (the server builds the model from it)."""
-    first = (chosen.train or chosen.evaluation or [None])[0]
+    records = chosen.train or chosen.evaluation
+    first = records[0] if records else None
     if first is not None and is_volume_record(first) != config.volumes:
         kind = "volumes" if config.volumes else "2D images"
         raise DataError(

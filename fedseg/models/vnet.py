@@ -65,23 +65,21 @@ class VNet(nn.Module):
         self.strides = level_strides(len(widths) - 1, slice_pool_levels)
         self.multiples = size_multiples(self.strides)
         self.size_multiple = self.multiples[0]
-        kw = {"groups": norm_groups, "act": activation}
-        self.stem = ConvNormAct3d(in_channels, widths[0], kernel_size=kernel_size, **kw)  # type: ignore[arg-type]
+        groups, act = norm_groups, activation
+        self.stem = ConvNormAct3d(in_channels, widths[0], kernel_size=kernel_size, groups=groups, act=act)
         self.encoders = nn.ModuleList(
-            ResidualStage(w, d, kernel_size=kernel_size, **kw)
-            for w, d in zip(widths, depths)  # type: ignore[arg-type]
+            ResidualStage(w, d, kernel_size=kernel_size, groups=groups, act=act) for w, d in zip(widths, depths)
         )
         self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], self.strides[i], **kw)
-            for i in range(len(widths) - 1)  # type: ignore[arg-type]
+            Down(widths[i], widths[i + 1], self.strides[i], groups=groups, act=act) for i in range(len(widths) - 1)
         )
         self.ups = nn.ModuleList(nn.Conv3d(widths[i + 1], widths[i], 1, bias=False) for i in range(len(widths) - 1))
         self.merges = nn.ModuleList(
-            ConvNormAct3d(2 * widths[i], widths[i], kernel_size=1, **kw)
-            for i in range(len(widths) - 1)  # type: ignore[arg-type]
+            ConvNormAct3d(2 * widths[i], widths[i], kernel_size=1, groups=groups, act=act)
+            for i in range(len(widths) - 1)
         )
         self.decoders = nn.ModuleList(
-            ResidualStage(widths[i], max(1, depths[i]), kernel_size=kernel_size, **kw)  # type: ignore[arg-type]
+            ResidualStage(widths[i], max(1, depths[i]), kernel_size=kernel_size, groups=groups, act=act)
             for i in range(len(widths) - 1)
         )
         self.head = nn.Conv3d(widths[0], classes, 1)

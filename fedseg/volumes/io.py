@@ -10,6 +10,7 @@ a prediction is written in the voxel order and with the affine of the file it ca
 from __future__ import annotations
 
 import gzip
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def _squeeze_3d(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = nib.load(path)
+    image = typing.cast(nib.Nifti1Image, nib.load(path))
     return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
 
 
@@ -139,7 +140,7 @@ def header_spacing(path: str | Path) -> tuple[float, float, float]:
     path = Path(path)
     if volume_suffix(path) in NIFTI_SUFFIXES:
         try:
-            affine = np.asarray(nib.load(path).affine, dtype=np.float64)
+            affine = np.asarray(typing.cast(nib.Nifti1Image, nib.load(path)).affine, dtype=np.float64)
         except Exception as error:  # nibabel raises many types for damaged headers
             raise DataError(f"{path}: unreadable NIfTI header ({type(error).__name__}: {str(error)[:200]}).") from None
         order = np.argsort(_orientation(affine)[:, 0])  # source axis of each canonical axis
