@@ -29,7 +29,8 @@ def volume_checkpoint(path: Path, *, mode: str, spacing: float | None) -> Path:
 @pytest.mark.parametrize(("mode", "spacing"), [("2.5d", 0.5), ("3d", None)])
 def test_predicted_nifti_keeps_the_input_affine_and_spacing(mode: str, spacing: float | None, tmp_path: Path) -> None:
     require_spinal_data()
-    scan = SPINAL / "Philips" / "images" / "sub-9604.nii.gz"  # LPS on disk, 0.6 mm in-plane
+    scan = tmp_path / "sub-9604.nii.gz"  # a corner of the real scan: LPS on disk, 0.6 mm in-plane, 3 mm slices
+    nib.save(nib.load(SPINAL / "Philips" / "images" / "sub-9604.nii.gz").slicer[100:164, 60:124, 4:10], scan)
     source = nib.load(scan)
     checkpoint = volume_checkpoint(tmp_path / "model.pt", mode=mode, spacing=spacing)
     out = tmp_path / "predictions"
