@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from fedseg.cli.common import add_device, csv_list, key_value, positive_int
 from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
+from fedseg.data.normalise import NORMALISATIONS
 from fedseg.data.splits import SplitConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
@@ -18,13 +20,23 @@ from fedseg.privacy.budget import PrivacyConfig
 from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
+from fedseg.volumes.config import VolumeConfig
+from fedseg.volumes.plan import plan_for_dataset
+
+logger = logging.getLogger(__name__)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", type=Path, required=True, help="dataset root: one folder per centre")
     group.add_argument("--centres", type=csv_list, required=True, help="comma-separated centres to train on")
-    group.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    group.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="image channels, or slices per 2.5D stack (default 3)",
+    )
     group.add_argument("--resize", type=int, default=None, help="scale each image's longer side to this at load")
     group.add_argument("--crop-size", type=int, default=256)
     group.add_argument(
@@ -48,13 +60,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep a subject's images together: the regex's first group is the subject id",
     )
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--normalisation", choices=NORMALISATIONS, default="image", help="per-crop (image) or none")
+    volumes = parser.add_argument_group("volumes (NIfTI, DICOM series, NRRD, MetaImage)")
+    volumes.add_argument(
+        "--volume-spacing", type=float, default=None, help="resample volumes in-plane to this many mm (default: no)"
+    )
+    volumes.add_argument(
+        "--patch-slices", type=int, default=VolumeConfig.patch_slices, help="depth of 3D patches (default: 8)"
+    )
 
 
-def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+def data_config_from_args(args: argparse.Namespace, *, channels: int = 3) -> DataConfig:
     return DataConfig(
         root=args.data,
         centres=args.centres,
-        channels=args.channels,
+        channels=channels,
+        normalisation=args.normalisation,
         resize=args.resize,
         crop=CropConfig(size=args.crop_size, foreground_probability=args.foreground_probability),
         augment=AugmentConfig.preset(args.augment),
@@ -65,7 +86,18 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
             label_fraction=args.label_fraction,
             group_patterns=dict(args.group_pattern),
         ),
+        volume=VolumeConfig(spacing=args.volume_spacing, patch_slices=args.patch_slices),
     )
+
+
+def model_and_channels(args: argparse.Namespace) -> tuple[str, int]:
+    """The model and input channels: as given, else chosen from the volumes' spacing (2.5D or 3D), else 2D."""
+    plan = plan_for_dataset(args.data, args.centres)
+    if plan is not None and args.model is None:
+        logger.info("volumes: %s", plan.describe())
+    model = args.model or (plan.model if plan is not None else "unet")
+    three_d = plan is not None and ModelConfig(name=model).spatial_dims == 3
+    return model, args.channels or (1 if three_d else 3)
 
 
 def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +114,7 @@ def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image)")
+    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image, or one volume)")
     group.add_argument("--dp-epsilon", type=float, default=None, help="privacy budget epsilon (enables DP-SGD)")
     group.add_argument("--dp-delta", type=float, default=None, help="delta (default: min(1e-5, 1/(10 n)))")
     group.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping bound (default: 1.0)")
@@ -108,7 +140,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="pooled training on one or more centres")
     add_data_arguments(parser)
     group = parser.add_argument_group("model and optimisation")
-    group.add_argument("--model", default="unet", choices=available_models())
+    group.add_argument(
+        "--model",
+        default=None,
+        choices=available_models(),
+        help="default: unet, or for volumes chosen from their spacing (unet on 2.5D stacks, unet3d)",
+    )
     group.add_argument(
         "--model-option",
         action="append",
@@ -138,11 +175,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = data_config_from_args(args)
+    model, channels = model_and_channels(args)
+    data = data_config_from_args(args, channels=channels)
     return TrainConfig(
         data=data,
         out=args.out,
-        model=ModelConfig(name=args.model, in_channels=data.channels, options=dict(args.model_option)),
+        model=ModelConfig(name=model, in_channels=data.channels, options=dict(args.model_option)),
         loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
         tiling=replace(TilingConfig(), tile_size=args.tile_size),

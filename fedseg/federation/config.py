@@ -23,10 +23,13 @@ from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
 from fedseg.training.config import SCHEDULES, OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.volumes.config import VolumeConfig
+from fedseg.volumes.plan import volume_mode
 
 STRATEGIES = ("fedavg", "fedprox")
 
@@ -48,6 +51,10 @@ class FederationConfig:
     resize: int = 0
     crop_size: int = 256
     foreground_probability: float = 0.5
+    normalisation: str = "image"
+    volumes: bool = False
+    volume_spacing: float = 0.0
+    patch_slices: int = 8
     augment: str = "strong"
     val_fraction: float = 0.15
     test_fraction: float = 0.0
@@ -89,6 +96,12 @@ class FederationConfig:
             raise ConfigError("run config 'dp-epsilon' and 'dp-delta' must be >= 0 (0: off / default)")
         self.sites  # noqa: B018  (parse the site map now, so a bad one fails at start)
         self.model_config  # noqa: B018
+        try:
+            self.data_config(Path("."), ("check",))
+        except ValueError as error:
+            raise ConfigError(f"run config: {error}") from None
+        if self.model_config.spatial_dims == 3 and not self.volumes:
+            raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -141,6 +154,7 @@ class FederationConfig:
             centres=centres,
             channels=self.channels,
             resize=self.resize or None,
+            normalisation=self.normalisation,
             crop=CropConfig(size=self.crop_size, foreground_probability=self.foreground_probability),
             augment=AugmentConfig.preset(self.augment),
             split=SplitConfig(
@@ -149,6 +163,18 @@ class FederationConfig:
                 test_fraction=self.test_fraction,
                 label_fraction=self.label_fraction,
             ),
+            volume=VolumeConfig(spacing=self.volume_spacing or None, patch_slices=self.patch_slices),
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the global model's inputs are prepared (written into its checkpoints)."""
+        return Preprocessing(
+            channels=self.channels,
+            resize=self.resize or None,
+            normalisation=self.normalisation,
+            mode=volume_mode(self.model_config.spatial_dims) if self.volumes else "2d",
+            spacing=self.volume_spacing or None,
         )
 
     @property

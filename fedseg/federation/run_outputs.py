@@ -40,7 +40,7 @@ from fedseg.files import (
     read_jsonl,
 )
 from fedseg.models import build_model
-from fedseg.models.checkpoint import Preprocessing, save_checkpoint
+from fedseg.models.checkpoint import save_checkpoint
 from fedseg.models.state import load_model_state
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class RunFolder:
             "round": server_round,
             "experiment": self.config.experiment,
             "crop_size": self.config.crop_size,
+            "patch_slices": self.config.patch_slices,
             "validation_dice": validation_dice,
             "federated": True,
         }
@@ -130,9 +131,8 @@ class RunFolder:
     def _save_plain(self, path: Path, weights: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> None:
         model = build_model(self.config.model_config)
         load_model_state(model, weights)
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
         save_checkpoint(
-            path, model=model, model_config=self.config.model_config, preprocessing=preprocessing, meta=meta
+            path, model=model, model_config=self.config.model_config, preprocessing=self.config.preprocessing, meta=meta
         )
 
     def _save_encrypted(self, path: Path, vector: EncryptedVector, meta: dict[str, Any]) -> None:
@@ -142,11 +142,7 @@ class RunFolder:
             transport.to_bytes(
                 vector,
                 model=self.config.model_config.to_json(),
-                preprocessing={
-                    "channels": self.config.channels,
-                    "resize": self.config.resize or None,
-                    "normalisation": "image",
-                },
+                preprocessing=self.config.preprocessing.to_json(),
                 **meta,
             ),
         )

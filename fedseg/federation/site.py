@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.models import ModelConfig
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
 from fedseg.training.progress import StepProgress
@@ -53,7 +53,7 @@ class SiteUpdate:
 def train_site(
     global_weights: Mapping[str, torch.Tensor],
     state: LocalState | None,
-    dataset: TrainingCrops,
+    dataset: CropDataset,
     config: SiteTrainingConfig,
     *,
     device: torch.device,

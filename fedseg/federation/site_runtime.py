@@ -33,11 +33,10 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
-from fedseg.inference.predictor import Predictor
 from fedseg.models import build_model
-from fedseg.models.checkpoint import Preprocessing
 from fedseg.models.state import load_model_state, model_state
 from fedseg.training.local import LocalState
+from fedseg.volumes.inference import make_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +77,10 @@ def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> S
         config.crop_size,
         config.foreground_probability,
         config.augment,
+        config.normalisation,
+        config.volume_spacing,
+        config.patch_slices,
+        config.model_config.spatial_dims,
     )
     if key not in _DATA_CACHE:
         started = time.perf_counter()
@@ -222,8 +225,14 @@ class SiteRuntime:
         model = build_model(self.config.model_config)
         load_model_state(model, self.plaintext(global_model))
         inference = self.config.inference_config
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
-        predictor = Predictor(model, preprocessing, inference.tiling({}), tta=False, device=self.device)
+        predictor = make_predictor(
+            model,
+            self.config.preprocessing,
+            inference.tiling({}),
+            tta=False,
+            device=self.device,
+            patch_slices=self.config.patch_slices,
+        )
         records = self.data.evaluation
         started = time.perf_counter()
         result = score_records(

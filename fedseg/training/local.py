@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
 from fedseg.devices import autocast, fast_layout, to_fast_layout
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
@@ -159,7 +159,7 @@ class LocalTrainer:
         *,
         model_config: ModelConfig,
         config: LocalConfig,
-        dataset: TrainingCrops,
+        dataset: CropDataset,
         device: torch.device,
         seed: int,
         planned_steps: int,

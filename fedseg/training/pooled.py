@@ -25,16 +25,16 @@ import torch
 from tqdm.auto import tqdm
 
 from fedseg.configuration import ConfigError
-from fedseg.data.crops import TrainingCrops
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
 from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json
-from fedseg.inference.predictor import Predictor
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import unwrap
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.volumes.inference import make_predictor
+from fedseg.volumes.plan import volume_mode
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,15 @@ def _check_run_folder(config: TrainConfig, run: RunFolder, resume: bool) -> None
         raise ConfigError(f"{run.root}: holds a run already. Pass --resume to continue it, or choose another --out.")
 
 
-def preprocessing_of(config: TrainConfig) -> Preprocessing:
+def preprocessing_of(config: TrainConfig, *, volumes: bool = False) -> Preprocessing:
+    """How the run's inputs are prepared; for volumes, 2.5D slice stacks or 3D by the model's dimensions."""
     return Preprocessing(
-        channels=config.data.channels, resize=config.data.resize, normalisation=config.data.normalisation
+        channels=config.data.channels,
+        resize=config.data.resize,
+        normalisation=config.data.normalisation,
+        mode=volume_mode(config.model.spatial_dims) if volumes else "2d",
+        spacing=config.data.volume.spacing,
+        percentiles=config.data.volume.percentiles,
     )
 
 
@@ -98,7 +104,14 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
     by_centre: dict[str, list] = {}
     for record in data.val:
         by_centre.setdefault(record.centre, []).append(record)
-    predictor = Predictor(unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=device)
+    predictor = make_predictor(
+        unwrap(model),
+        preprocessing_of(config, volumes=data.volumes),
+        config.tiling,
+        tta=False,
+        device=device,
+        patch_slices=config.data.volume.patch_slices,
+    )
     results = [score_records(predictor, records, with_hd95=False, progress=False) for records in by_centre.values()]
     model.train()
     return mean_dice(results)
@@ -116,11 +129,13 @@ class PooledTrainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
-            config.data, self.folder.manifest, include_unlabelled=config.mean_teacher is not None, progress=progress
+            config.data,
+            self.folder.manifest,
+            include_unlabelled=config.mean_teacher is not None,
+            spatial_dims=config.model.spatial_dims,
+            progress=progress,
         )
-        dataset = TrainingCrops(
-            self.data.train, crop=config.data.crop, augment=config.data.augment, normalisation=config.data.normalisation
-        )
+        dataset = self.data.train
         saved = torch.load(self.folder.resume, map_location="cpu", weights_only=True) if resume else None
         self.best: float | None = saved["best"] if saved else None
         self.trainer = LocalTrainer(
@@ -151,6 +166,7 @@ class PooledTrainer:
             "data_root": str(self.config.data.root.resolve()),
             "centres": list(self.config.data.centres),
             "manifest": str(self.folder.manifest.resolve()),
+            "patch_slices": self.config.data.volume.patch_slices,
         }
 
     def _save(self) -> None:
@@ -159,7 +175,7 @@ class PooledTrainer:
             self.folder.last,
             model=model,
             model_config=self.config.model,
-            preprocessing=preprocessing_of(self.config),
+            preprocessing=preprocessing_of(self.config, volumes=self.data.volumes),
             meta={**self._meta(), "best_val_dice": self.best},
         )
         atomic_torch_save(
@@ -181,7 +197,7 @@ class PooledTrainer:
                 self.folder.best,
                 model=unwrap(self.trainer.student),
                 model_config=self.config.model,
-                preprocessing=preprocessing_of(self.config),
+                preprocessing=preprocessing_of(self.config, volumes=self.data.volumes),
                 meta={**self._meta(), "val_dice": dice},
             )
 
