@@ -16,7 +16,10 @@ from fedseg.models.state import model_state
 from fedseg.privacy.dp_sgd import make_private
 
 # Small options keep the CPU contract test fast; every architecture is still built for real.
-SMALL = {"unet": {"widths": [8, 16, 32]}}
+SMALL = {
+    "unet": {"widths": [8, 16, 32]},
+    "doubleunet": {"vgg_widths": [8, 16, 16], "vgg_depths": [1, 2, 2], "widths": [8, 16], "aspp_channels": 8},
+}
 SMP_SMALL = {"encoder_name": "resnet18"}
 MODELS = available_models()
 
@@ -26,7 +29,7 @@ def config_for(name: str) -> ModelConfig:
 
 
 def test_zoo_has_the_required_architectures() -> None:
-    assert {"unet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
+    assert {"unet", "doubleunet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
