@@ -30,6 +30,7 @@ class PredictConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     probabilities: bool = False
     device: str = "auto"
+    engine: str = "torch"  # or an exported file's: onnxruntime, torchscript (fedseg.export)
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,18 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
+def _predictor(config: PredictConfig) -> Predictor:
+    if config.engine == "torch":
+        checkpoint = load_checkpoint(config.checkpoint)
+        return Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    from fedseg.export.engines import exported_predictor  # onnxruntime is imported only when asked for
+
+    return exported_predictor(config.checkpoint, config.engine, config.inference)
+
+
 def predict_folder(config: PredictConfig, *, progress: bool = True) -> PredictReport:
     """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image."""
-    checkpoint = load_checkpoint(config.checkpoint)
-    predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    predictor = _predictor(config)
     written, failures = [], []
     for path in tqdm(image_files(config.images), desc="predict", unit="img", disable=None if progress else True):
         try:
