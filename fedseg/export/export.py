@@ -36,6 +36,7 @@ from fedseg.models.checkpoint import Checkpoint, load_checkpoint
 logger = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
 CPU = torch.device("cpu")
+CALIBRATION_IMAGES = 16
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,13 @@ def check_records(config: ExportConfig) -> list[ImageRecord]:
     return records
 
 
-def parity(reference: Predictor, exported: Predictor, images: Sequence[np.ndarray]) -> tuple[float, list[torch.Tensor]]:
-    """Largest probability difference over whole images, and the prepared inputs (for calibration)."""
-    worst, inputs = 0.0, []
+def parity(reference: Predictor, exported: Predictor, images: Sequence[np.ndarray]) -> float:
+    """Largest probability difference between two predictors over whole images."""
+    worst = 0.0
     for image in images:
         difference = np.abs(reference.probabilities(image) - exported.probabilities(image))
         worst = max(worst, float(difference.max()))
-        inputs.append(prepare(image, reference.preprocessing))
-    return worst, inputs
+    return worst
 
 
 def dice_of(predictor: Predictor, records: Sequence[ImageRecord], threshold: float) -> float | None:
@@ -164,21 +164,20 @@ class _Exporter:
             else self.model
         )
         _write(source, self.contract, staged, config.format)
-        images = [read_image(r.image, channels=self.contract.preprocessing.channels) for r in self.records]
-        worst, inputs = parity(
-            self._predictor(source), self._predictor(_engine(staged, config.format)), images[: config.parity_images]
-        )
+        channels = self.contract.preprocessing.channels
+        images = [read_image(r.image, channels=channels) for r in self.records[: config.parity_images]]
+        worst = parity(self._predictor(source), self._predictor(_engine(staged, config.format)), images)
         if worst > config.tolerance:
             raise ExportError(
                 f"{out}: not written: the exported model's probabilities differ from PyTorch's by up to {worst:.2e} "
-                f"(tolerance {config.tolerance:g}) on {min(len(images), config.parity_images)} check image(s)"
+                f"(tolerance {config.tolerance:g}) on {len(images)} check image(s)"
             )
         checks: dict[str, Any] = {
             "parity_max_difference": worst,
-            "parity_images": min(len(images), config.parity_images),
+            "parity_images": len(images),
         }
         if self.compression.kind == "int8":
-            quantize_int8(staged, staged, calibration_tiles(inputs, self.tiling.tile_size))
+            quantize_int8(staged, staged, self._calibration_tiles())
         if self.compression.kind == "prune":
             checks["weight_sparsity"] = weight_sparsity(source)
         reference_dice = exported_dice = None
@@ -194,6 +193,15 @@ class _Exporter:
         return ExportReport(
             out, contract, worst, checks["parity_images"], reference_dice, exported_dice, out.stat().st_size
         )
+
+    def _calibration_tiles(self) -> list[np.ndarray]:
+        """Tiles of the first check images, prepared as the contract says, to calibrate int8 activations."""
+        preprocessing = self.contract.preprocessing
+        inputs = [
+            prepare(read_image(r.image, channels=preprocessing.channels), preprocessing)
+            for r in self.records[:CALIBRATION_IMAGES]
+        ]
+        return calibration_tiles(inputs, self.tiling.tile_size)
 
     def _dice_check(self, staged: Path, out: Path) -> tuple[float, float]:
         config = self.config

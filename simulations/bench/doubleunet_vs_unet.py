@@ -6,8 +6,10 @@ at equal training CPU time.
 Both models train the same federation (same rounds, sites, batch, crop, learning rate, seed). The
 U-Net gets ``--unet-local-steps`` per round; DoubleU-Net gets as many local steps as fit in the same
 CPU time, from a calibration of each model's CPU seconds per training step (process time, one
-thread, so other work on the machine does not bias it). Both final global models are scored with
-``fedseg evaluate`` on the held-out Kvasir-SEG test split at full resolution.
+thread, the minimum over steps taken in turn, so other work on the machine does not bias it;
+kept in ``calibration.json``). Each finished model is kept in ``<model>.json`` and not run again.
+Both final global models are scored with ``fedseg evaluate`` on the held-out Kvasir-SEG test split
+at full resolution.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,27 +41,36 @@ DOUBLEUNET_OPTIONS = {
 }
 
 
-def cpu_seconds_per_step(name: str, options: dict[str, Any], *, batch: int, crop: int, steps: int = 4) -> float:
-    """Process CPU seconds of one Adam step (forward, Focal + Dice, backward) on one thread."""
+def training_step(name: str, options: dict[str, Any], *, batch: int, crop: int) -> Callable[[], None]:
+    """One Adam step (forward, Focal + Dice, backward) of a fresh model on a fixed random batch."""
+    torch.manual_seed(0)
+    model = create_model(name, **options).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = FocalDiceLoss()
+    x, y = torch.randn(batch, 3, crop, crop), (torch.rand(batch, 1, crop, crop) > 0.8).float()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def cpu_seconds_per_step(models: dict[str, dict[str, Any]], *, batch: int, crop: int, repeats: int = 5) -> dict:
+    """Process CPU seconds of one training step per model, on one thread: the minimum over ``repeats``
+    steps taken in turn (other load on the machine only ever adds time, and hits every model alike)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        model = create_model(name, **options).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss = FocalDiceLoss()
-        x, y = torch.randn(batch, 3, crop, crop), (torch.rand(batch, 1, crop, crop) > 0.8).float()
-
-        def step() -> None:
-            optimizer.zero_grad()
-            loss(model(x), y).backward()
-            optimizer.step()
-
-        step()
-        started = time.process_time()
-        for _ in range(steps):
-            step()
-        return (time.process_time() - started) / steps
+        steps = {name: training_step(name, options, batch=batch, crop=crop) for name, options in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(repeats + 1):  # the first round is a warm-up
+            for name, step in steps.items():
+                started = time.process_time()
+                step()
+                times[name].append(time.process_time() - started)
+        return {name: min(values[1:]) for name, values in times.items()}
     finally:
         torch.set_num_threads(threads)
 
@@ -101,10 +113,11 @@ def main() -> int:
     parser.add_argument("--resize", type=int, default=192, help="longer image side at load (Kvasir is ~600 px)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    costs = {
-        name: cpu_seconds_per_step(name, options, batch=args.batch_size, crop=args.crop_size)
-        for name, options in (("unet", UNET_OPTIONS), ("doubleunet", DOUBLEUNET_OPTIONS))
-    }
+    calibration = args.out / "calibration.json"
+    if not calibration.exists():
+        models = {"unet": UNET_OPTIONS, "doubleunet": DOUBLEUNET_OPTIONS}
+        atomic_write_json(calibration, cpu_seconds_per_step(models, batch=args.batch_size, crop=args.crop_size))
+    costs = json.loads(calibration.read_text())
     doubleunet_steps = max(1, round(args.unet_local_steps * costs["unet"] / costs["doubleunet"]))
     base = replace(
         QUICK,
@@ -120,8 +133,11 @@ def main() -> int:
         ("unet", UNET_OPTIONS, args.unet_local_steps),
         ("doubleunet", DOUBLEUNET_OPTIONS, doubleunet_steps),
     ):
-        scale = replace(base, local_steps=steps, model_options=json.dumps(options))
-        results.append({**run_model(scale, name, options, args.out), "cpu_seconds_per_step": costs[name]})
+        done = args.out / f"{name}.json"  # a finished model is not run again
+        if not done.exists():
+            scale = replace(base, local_steps=steps, model_options=json.dumps(options))
+            atomic_write_json(done, {**run_model(scale, name, options, args.out), "cpu_seconds_per_step": costs[name]})
+        results.append(json.loads(done.read_text()))
         print(json.dumps(results[-1], indent=2), flush=True)
     payload = {
         "benchmark": "doubleunet_vs_unet",

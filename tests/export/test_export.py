@@ -75,9 +75,16 @@ def test_failed_parity_check_writes_nothing(
     checkpoint = checkpoint_of(config_for("unet"), tmp_path / "m.pt")
     real = export_module._engine
 
+    class Drifting(torch.nn.Module):
+        def __init__(self, engine: torch.nn.Module) -> None:
+            super().__init__()
+            self.engine = engine
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.engine(x) + 0.01
+
     def drifting(path: Path, format: str) -> torch.nn.Module:
-        engine = real(path, format)
-        return lambda x: engine(x) + 0.01  # type: ignore[return-value]
+        return Drifting(real(path, format))
 
     monkeypatch.setattr(export_module, "_engine", drifting)
     with pytest.raises(ExportError, match="not written: .* differ from PyTorch's by up to"):
