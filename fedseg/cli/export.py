@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fedseg.cli.common import csv_list
 from fedseg.export import ExportConfig, export
-from fedseg.export.export import FORMATS
+from fedseg.export.exporter import FORMATS
 from fedseg.inference.predictor import InferenceConfig
 
 

@@ -3,7 +3,7 @@ checked against PyTorch on real images, optionally pruned or int8-quantised."""
 
 from fedseg.export.contract import ExportContract, ExportError
 from fedseg.export.engines import ENGINES, OnnxRuntimeModel, load_exported, read_contract
-from fedseg.export.export import ExportConfig, ExportReport, export
+from fedseg.export.exporter import ExportConfig, ExportReport, export
 
 __all__ = [
     "ENGINES",

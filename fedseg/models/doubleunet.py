@@ -194,7 +194,8 @@ class DoubleUNet(nn.Module):
         self.head2 = nn.Conv2d(decoder_widths[-1], classes, 1)
         prior = math.log(foreground_prior / (1 - foreground_prior))
         for head in (self.head1, self.head2):
-            nn.init.constant_(head.bias, prior)
+            if head.bias is not None:
+                nn.init.constant_(head.bias, prior)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, (height, width) = pad_to_multiple(x, self.size_multiple)

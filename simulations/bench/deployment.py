@@ -27,7 +27,7 @@ from fedseg.data.splits import SplitConfig, make_manifest
 from fedseg.export import ExportConfig, export
 from fedseg.export.compress import zipped_size
 from fedseg.export.engines import exported_predictor
-from fedseg.export.export import check_records, dice_of
+from fedseg.export.exporter import check_records, dice_of
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.models.checkpoint import load_checkpoint
 from simulations.bench.common import write_result

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
 
 from fedseg.cli import main
 from fedseg.export import ExportConfig, ExportError, export, read_contract
-from fedseg.export import export as export_module
+from fedseg.export import exporter as export_module
 from fedseg.export.engines import OnnxRuntimeModel
 from fedseg.inference.predictor import InferenceConfig
 from fedseg.models import ModelConfig, available_models, build_model
@@ -98,8 +99,11 @@ def test_int8_and_pruned_exports_are_judged_by_dice_and_refused_past_the_limit(
     checkpoint = checkpoint_of(config_for("unet"), tmp_path / "m.pt")
     plain = export(export_config(checkpoint, tmp_path / "plain.onnx", retina_crops))
     small = export(export_config(checkpoint, tmp_path / "int8.onnx", retina_crops, compression="int8"))
-    assert small.bytes < plain.bytes and small.dice_drop is not None
-    assert read_contract(small.path).compression == "int8"
+    graph = onnx.load(str(small.path))  # int8 weights behind QDQ pairs (tiny models grow; see the deployment bench)
+    assert any(node.op_type == "DequantizeLinear" for node in graph.graph.node)
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in graph.graph.initializer)
+    assert small.dice_drop is not None and read_contract(small.path).compression == "int8"
+    assert plain.dice_drop is None  # a float export is judged by parity alone
     pruned = export(export_config(checkpoint, tmp_path / "pruned.onnx", retina_crops, compression="prune:0.5"))
     assert read_contract(pruned.path).checks["weight_sparsity"] == pytest.approx(0.5, abs=0.01)
     strict = dict(compression="prune:0.5", max_dice_drop=-1.0)  # any result counts as too large a drop
