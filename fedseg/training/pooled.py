@@ -238,7 +238,7 @@ class PooledTrainer:
                     "lr": trainer._lr(),
                 }
                 append_jsonl(self.folder.log, record)
-                self.tracker.log_metrics(step_metrics(record), step=record["step"])
+                self.tracker.log_metrics(step_metrics(record), step=trainer.state.step)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 window.clear()
 

@@ -28,7 +28,7 @@ from fedseg.files import atomic_write_json
 from fedseg.losses import FocalDiceLoss
 from fedseg.models import create_model
 from simulations.bench.common import machine
-from simulations.bench.run_all import QUICK, Experiment, Scale, run_federated, score
+from simulations.bench.run_all import POLYP, QUICK, Experiment, Scale, run_federated, score
 
 SITES = "Kvasir-SEG/1-of-4,Kvasir-SEG/2-of-4,Kvasir-SEG/3-of-4,Kvasir-SEG/4-of-4,heldout:Kvasir-SEG/test"
 UNET_OPTIONS: dict[str, Any] = {}  # the zoo default (1.03 M parameters)
@@ -103,6 +103,81 @@ def run_model(scale: Scale, name: str, options: dict[str, Any], out: Path) -> di
     }
 
 
+def run_pooled(name: str, options: dict[str, Any], steps: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Pooled training on polyp-sites' training images (val 0, test 0.1: the same held-out split)."""
+    from fedseg.data.augment import AugmentConfig
+    from fedseg.data.config import DataConfig
+    from fedseg.data.crops import CropConfig
+    from fedseg.data.splits import SplitConfig
+    from fedseg.inference.sliding_window import TilingConfig
+    from fedseg.models import ModelConfig
+    from fedseg.training.config import OptimConfig, TrainConfig
+    from fedseg.training.pooled import train
+
+    work = args.out / "work" / f"pooled--{name}"
+    data = DataConfig(
+        root=POLYP,
+        centres=("Kvasir-SEG",),
+        resize=args.resize,
+        crop=CropConfig(size=args.crop_size),
+        augment=AugmentConfig.preset("strong"),
+        split=SplitConfig(seed=0, val_fraction=0.0, test_fraction=0.1),
+    )
+    config = TrainConfig(
+        data=data,
+        out=work / "run",
+        model=ModelConfig(name=name, options=options),
+        optim=OptimConfig(lr=0.002, schedule="constant"),
+        tiling=TilingConfig(tile_size=2 * args.crop_size),
+        steps=steps,
+        batch_size=args.batch_size,
+        device="cpu",
+        workers=0,
+        val_every=0,
+        checkpoint_every=steps,
+    )
+    started = time.perf_counter()
+    checkpoint = train(config, progress=False, tracking="none").last_checkpoint
+    trained = time.perf_counter() - started
+    experiment = Experiment(
+        f"pooled--{name}", "doubleunet", "pooled", {"task": "polyp", "heldout": "Kvasir-SEG/test"}, name
+    )
+    scale = replace(QUICK, crop_size=args.crop_size, device="cpu")
+    return {
+        "model": name,
+        "options": options,
+        "parameters": sum(p.numel() for p in create_model(name, **options).parameters()),
+        "pooled_steps": steps,
+        "train_wall_seconds": trained,
+        "heldout": score(scale, experiment, checkpoint, work),
+    }
+
+
+def pooled_comparison(args: argparse.Namespace, costs: dict[str, float]) -> int:
+    steps = {
+        "unet": args.pooled_steps,
+        "doubleunet": max(1, round(args.pooled_steps * costs["unet"] / costs["doubleunet"])),
+    }
+    results = []
+    for name, options in (("unet", UNET_OPTIONS), ("doubleunet", DOUBLEUNET_OPTIONS)):
+        done = args.out / f"pooled-{name}.json"
+        if not done.exists():
+            atomic_write_json(
+                done, {**run_pooled(name, options, steps[name], args), "cpu_seconds_per_step": costs[name]}
+            )
+        results.append(json.loads(done.read_text()))
+        print(json.dumps(results[-1], indent=2), flush=True)
+    payload = {
+        "benchmark": "doubleunet_vs_unet (pooled)",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": machine(),
+        "settings": vars(args) | {"out": str(args.out)},
+        "results": results,
+    }
+    atomic_write_json(args.out / "doubleunet_vs_unet_pooled.json", payload)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -111,6 +186,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=128)
     parser.add_argument("--resize", type=int, default=192, help="longer image side at load (Kvasir is ~600 px)")
+    parser.add_argument(
+        "--pooled-steps",
+        type=int,
+        default=0,
+        help="instead of the federation: pooled training on its training images, U-Net this many steps",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     calibration = args.out / "calibration.json"
@@ -118,6 +199,8 @@ def main() -> int:
         models = {"unet": UNET_OPTIONS, "doubleunet": DOUBLEUNET_OPTIONS}
         atomic_write_json(calibration, cpu_seconds_per_step(models, batch=args.batch_size, crop=args.crop_size))
     costs = json.loads(calibration.read_text())
+    if args.pooled_steps:
+        return pooled_comparison(args, costs)
     doubleunet_steps = max(1, round(args.unet_local_steps * costs["unet"] / costs["doubleunet"]))
     base = replace(
         QUICK,
