@@ -39,14 +39,16 @@ def cpu_ms_per_megapixel(model: torch.nn.Module, *, size: int, repeats: int) -> 
 def describe(name: str, *, timing: bool = True, size: int = 256, repeats: int = 3) -> ZooEntry:
     """One model with its default options (smp models with their default encoder)."""
     torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = create_model(name)
+    dp_compatible = ModuleValidator.validate(model, strict=False) == []  # Opacus checks a model in training mode
+    model.eval()
     mode = model_spec(name).grad_sample_mode
     if mode == "auto":
         mode = grad_sample_mode_for(resolve_options(name, {}))
     return ZooEntry(
         name=name,
         parameters=sum(p.numel() for p in model.parameters()),
-        dp_compatible=ModuleValidator.validate(model, strict=False) == [],
+        dp_compatible=dp_compatible,
         grad_sample_mode=mode,
         cpu_ms_per_megapixel=cpu_ms_per_megapixel(model, size=size, repeats=repeats) if timing else None,
     )
