@@ -286,6 +286,7 @@ class FederatedSegmentation:
             )
             _log("round %d/%d: %s", server_round, self.config.num_server_rounds, _round_line(record))
         write_summary(self.folder.root, self.config.to_run_config(), self.folder.rounds_done(), stopped=stopped)
+        self.folder.finish()  # final checkpoint and report to the tracker (fedseg.tracking)
         _log("run folder: %s (summary.md, rounds.jsonl, checkpoints/)", self.folder.root)
 
 

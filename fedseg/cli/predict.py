@@ -12,7 +12,15 @@ from fedseg.inference.predict import PredictConfig, predict_folder
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="write a binary mask per image (PNG) or volume (NIfTI) of a folder")
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint, or with --engine a file from `fedseg export`"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime", "torchscript"),
+        default="torch",
+        help="torch (a .pt checkpoint, the default), onnxruntime (.onnx) or torchscript (exported .pt); CPU",
+    )
     parser.add_argument(
         "--images", type=Path, required=True, help="folder of images or volumes (or one volume / DICOM series folder)"
     )
@@ -30,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         inference=inference_config_from_args(args),
         probabilities=args.probabilities,
         device=args.device,
+        engine=args.engine,
     )
     report = predict_folder(config)
     masks = [p for p in report.written if "_prob." not in p.name]

@@ -17,6 +17,7 @@ from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
 from fedseg.privacy.budget import PrivacyConfig
+from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
 from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
@@ -172,6 +173,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--val-every", type=int, default=250, help="validate every N steps (0: never)")
     run.add_argument("--log-every", type=positive_int, default=10)
     run.add_argument("--tile-size", type=int, default=512, help="validation tile size (default: 512)")
+    run.add_argument(
+        "--tracking",
+        default=DEFAULT_TRACKING,
+        help="tensorboard (event files in RUN/tensorboard, the default), mlflow:URI (and an MLflow run), or none",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -198,7 +204,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args), resume=args.resume)
+    TrackingConfig.parse(args.tracking)  # a bad value fails before the data is read
+    result = train(config_from_args(args), resume=args.resume, tracking=args.tracking)
     best = f", best validation Dice {result.best_val_dice:.4f}" if result.best_val_dice is not None else ""
     spent = f", epsilon spent {result.epsilon:.3f}" if result.epsilon is not None else ""
     print(f"trained {result.steps} steps{best}{spent}; checkpoint: {result.last_checkpoint}")

@@ -25,6 +25,7 @@ from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
+from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
 from fedseg.training.config import SCHEDULES, OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
@@ -80,6 +81,7 @@ class FederationConfig:
     threshold: float = 0.5
     he: bool = False
     he_keys: str = ""
+    tracking: str = DEFAULT_TRACKING
 
     def __post_init__(self) -> None:
         positive = ("num_server_rounds", "min_train_sites", "evaluate_every", "local_steps", "batch_size")
@@ -94,6 +96,7 @@ class FederationConfig:
             raise ConfigError(f"run config 'round-timeout' must be > 0, got {self.round_timeout}")
         if self.dp_epsilon < 0 or self.dp_delta < 0:
             raise ConfigError("run config 'dp-epsilon' and 'dp-delta' must be >= 0 (0: off / default)")
+        TrackingConfig.parse(self.tracking)
         self.sites  # noqa: B018  (parse the site map now, so a bad one fails at start)
         self.model_config  # noqa: B018
         try:

@@ -31,6 +31,7 @@ class PredictConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     probabilities: bool = False
     device: str = "auto"
+    engine: str = "torch"  # or an exported file's: onnxruntime, torchscript (fedseg.export)
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,23 @@ def _predict_volumes(config: PredictConfig, checkpoint: Checkpoint, progress: bo
     return PredictReport(written=written, failures=failures)
 
 
+def _exported_predictor(config: PredictConfig) -> Predictor:
+    from fedseg.export.engines import exported_predictor  # onnxruntime is imported only when asked for
+
+    return exported_predictor(config.checkpoint, config.engine, config.inference)
+
+
 def predict_folder(config: PredictConfig, *, progress: bool = True) -> PredictReport:
     """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image;
-    for a volume checkpoint ``<stem>.nii.gz`` (0/1) and ``<stem>_prob.nii.gz`` per volume."""
-    checkpoint = load_checkpoint(config.checkpoint)
-    if checkpoint.preprocessing.volumes:
-        return _predict_volumes(config, checkpoint, progress)
-    predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    for a volume checkpoint ``<stem>.nii.gz`` (0/1) and ``<stem>_prob.nii.gz`` per volume. With an
+    exported model (``engine`` onnxruntime or torchscript) images only."""
+    if config.engine != "torch":
+        predictor = _exported_predictor(config)
+    else:
+        checkpoint = load_checkpoint(config.checkpoint)
+        if checkpoint.preprocessing.volumes:
+            return _predict_volumes(config, checkpoint, progress)
+        predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     written, failures = [], []
     for path in tqdm(image_files(config.images), desc="predict", unit="img", disable=None if progress else True):
         try:

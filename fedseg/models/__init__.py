@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from fedseg.models import smp_models, unet, unet3d, vnet  # noqa: F401  (registers the architectures)
+from fedseg.models import doubleunet, smp_models, unet, unet3d, vnet  # noqa: F401  (registers the architectures)
 from fedseg.models.dp_compat import make_dp_compatible
 from fedseg.models.registry import available_models, model_spec, resolve_options
 

@@ -30,6 +30,8 @@ from fedseg.evaluation.scoring import mean_dice, score_records
 from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import unwrap
+from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
+from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
@@ -120,12 +122,16 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
 class PooledTrainer:
     """Holds the state of one pooled run; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self, config: TrainConfig, *, resume: bool = False, progress: bool = True, tracking: str = DEFAULT_TRACKING
+    ) -> None:
         self.config, self.progress = config, progress
         self.folder = RunFolder(config.out)
         _check_run_folder(config, self.folder, resume)
         self.folder.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.folder.config, config.to_json())
+        self.tracker = open_tracker(tracking, run_folder=self.folder.root, experiment="pooled")
+        self.tracker.log_params(flatten(config.to_json()))
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
@@ -191,6 +197,7 @@ class PooledTrainer:
     def _validate(self) -> None:
         dice = validate(self.trainer.student, self.config, self.data, self.device)
         append_jsonl(self.folder.log, {"step": self.step, "event": "validation", "val_dice": dice})
+        self.tracker.log_metrics({"validation/dice": dice}, step=self.step)
         if dice is not None and (self.best is None or dice > self.best):
             self.best = dice
             save_checkpoint(
@@ -206,6 +213,7 @@ class PooledTrainer:
         if privacy is None:
             return
         epsilon = privacy.epsilon()
+        self.tracker.log_metrics({"privacy/epsilon/pooled": epsilon}, step=self.step)
         append_jsonl(
             self.folder.privacy,
             {
@@ -246,6 +254,7 @@ class PooledTrainer:
                     "lr": trainer._lr(),
                 }
                 append_jsonl(self.folder.log, record)
+                self.tracker.log_metrics(step_metrics(record), step=trainer.state.step)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 window.clear()
 
@@ -264,6 +273,9 @@ class PooledTrainer:
             raise
         finally:
             bar.close()
+        folder = self.folder
+        self.tracker.log_artifacts([folder.last, folder.best, folder.log, folder.privacy, folder.manifest])
+        self.tracker.close()
         privacy = self.trainer.state.privacy
         return TrainResult(
             run=self.folder.root,
@@ -281,6 +293,11 @@ def _local_state_of(saved: dict[str, Any]) -> LocalState:
     return LocalState(step=int(saved["step"]))
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``."""
-    return PooledTrainer(config, resume=resume, progress=progress).run()
+def train(
+    config: TrainConfig, *, resume: bool = False, progress: bool = True, tracking: str = DEFAULT_TRACKING
+) -> TrainResult:
+    """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``.
+
+    ``tracking``: 'tensorboard' (event files in the run folder), 'mlflow:URI' (and MLflow) or 'none'.
+    """
+    return PooledTrainer(config, resume=resume, progress=progress, tracking=tracking).run()

@@ -20,6 +20,7 @@ SMALL = {
     "unet": {"widths": [8, 16, 32]},
     "unet3d": {"widths": [4, 8, 16], "slice_pool_levels": 1},
     "vnet": {"widths": [4, 8, 16], "depths": [1, 1, 2]},
+    "doubleunet": {"vgg_widths": [8, 16, 16], "vgg_depths": [1, 2, 2], "widths": [8, 16], "aspp_channels": 8},
 }
 SMP_SMALL = {"encoder_name": "resnet18"}
 MODELS = available_models()
@@ -38,7 +39,7 @@ def inputs(config: ModelConfig, batch: int, size: int | None = None) -> torch.Te
 
 
 def test_zoo_has_the_required_architectures() -> None:
-    assert {"unet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
+    assert {"unet", "doubleunet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
     assert {"unet3d", "vnet"} <= {name for name in MODELS if config_for(name).spatial_dims == 3}
 
 
