@@ -72,6 +72,8 @@ class FederationConfig:
     threshold: float = 0.5
     he: bool = False
     he_keys: str = ""
+    registry: str = ""
+    node_keys: str = ""
 
     def __post_init__(self) -> None:
         positive = ("num_server_rounds", "min_train_sites", "evaluate_every", "local_steps", "batch_size")
