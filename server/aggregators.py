@@ -72,7 +72,7 @@ def _plaintext_problem(weights: Mapping[str, torch.Tensor], current: Mapping[str
             continue
         if not bool(torch.isfinite(value).all()):
             return f"non-finite weights (NaN or Inf) in {name}"
-        if float(value.abs().max(initial=0.0) if value.numel() else 0.0) > ABSURD_WEIGHT:
+        if value.numel() and float(value.abs().max()) > ABSURD_WEIGHT:
             return f"absurd weights (beyond {ABSURD_WEIGHT:g}) in {name}"
         reference = current[name].detach().double()
         change += float((value.detach().double() - reference).pow(2).sum())
