@@ -139,7 +139,11 @@ class RoundOutcome:
 
     def summary_line(self, rounds: int) -> str:
         line = self.record()
-        parts = [f"held-out {c} Dice {v['dice']:.4f}" for c, v in line.get("heldout", {}).items() if v.get("dice")]
+        parts = [
+            f"held-out {c} Dice {v['dice']:.4f}"
+            for c, v in line.get("heldout", {}).items()
+            if v.get("dice") is not None
+        ]
         if line.get("validation_dice") is not None:
             parts.append(f"validation Dice {line['validation_dice']:.4f}")
         epsilons = [m["epsilon"] for m in self.training.train.values() if "epsilon" in m]

@@ -22,6 +22,7 @@ COMMANDS = {
     "certs": deploy,
     "node-key": deploy,
     "decrypt": keys,
+    "registry": keys,
     "demo": demo,
 }
 

@@ -169,10 +169,17 @@ def encrypt_weighted(
     ``mask`` (integers modulo 2^fixed.modulus_bits, one per value) is what makes one update
     unreadable on its own; the masks of a round's participants cancel in the sum.
     """
-    if not (weight > 0 and math.isfinite(weight)):
-        raise ValueError(f"an update's weight must be a positive number, got {weight}")
+    if not 0 < weight <= 1:
+        raise ValueError(f"an update's weight is its share of the round's examples, in (0, 1]; got {weight}")
     layout = Layout.of(state)
-    integers = fixed.encode(flatten(state, layout) * weight)
+    values = flatten(state, layout)
+    largest = float(np.abs(values).max(initial=0.0))
+    if not largest < fixed.limit:  # then any weighted sum (shares adding up to <= 1) decodes too
+        raise ValueError(
+            f"the update's weights reach {largest:.3g}, beyond what the encrypted sum holds for this many sites "
+            f"({fixed.limit:.3g}): the model has diverged, or use keys with a larger first modulus"
+        )
+    integers = fixed.encode(values * weight)
     if mask is not None:
         if mask.shape != integers.shape:
             raise ValueError(f"mask has {mask.size} values, the update {integers.size}")
@@ -202,8 +209,8 @@ def check_update(
     expected = digest_of(update.chunks, update.length, update.weight, update.layout_hash, update.fingerprint, fixed)
     if expected != update.digest:
         raise CiphertextRejected("ciphertext bytes do not match their digest (damaged in transit)")
-    if not (update.weight > 0 and math.isfinite(update.weight)):
-        raise CiphertextRejected(f"weight {update.weight} is not a positive number")
+    if not 0 < update.weight <= 1 + 1e-9:
+        raise CiphertextRejected(f"weight {update.weight} is not a share of the round's examples in (0, 1]")
 
 
 def _load_chunk(data: bytes, he: HEContext, expected: int) -> ts.CKKSVector:

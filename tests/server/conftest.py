@@ -137,10 +137,10 @@ def make_federation(
     root: Path, out: Path, *, trainers: tuple[str, ...], he: bool, registry: bool = True, behaviour=None, **extra
 ) -> tuple[FederatedSegmentation, FakeGrid]:
     site_map = ",".join([*trainers, "heldout:heldout"])
+    extra = {"num_server_rounds": 5, "evaluate_every": 5, **extra}  # rounds 1-4 skip evaluation (fast)
     config = FederationConfig(
         site_map=site_map,
         out=str(out),
-        num_server_rounds=2,
         model_options='{"widths": [4, 8]}',
         he=he,
         he_keys=str(root / "he") if he else "",

@@ -54,6 +54,7 @@ def test_plaintext_round_averages_and_refuses_nan_and_absurd_updates_alone(crede
         trainers=("A", "B", "C", "D"),
         he=False,
         behaviour={"C": {"train": nan_update}, "D": {"train": huge_update}},
+        evaluate_every=1,
     )
     initial = strategy.initial_weights()
     outcome = strategy.run_round(1, initial)
@@ -193,7 +194,9 @@ def test_too_few_updates_stop_the_run_with_the_reasons(credentials: Path, tmp_pa
 
 
 def test_a_full_run_writes_typed_rounds_and_encrypted_checkpoints(credentials: Path, tmp_path: Path) -> None:
-    strategy, _ = make_federation(credentials, tmp_path / "run", trainers=("A", "B", "C"), he=True)
+    strategy, _ = make_federation(
+        credentials, tmp_path / "run", trainers=("A", "B", "C"), he=True, num_server_rounds=2, evaluate_every=1
+    )
     strategy.run()
     rounds = read_jsonl(tmp_path / "run" / "rounds.jsonl")
     assert [r["round"] for r in rounds] == [1, 2]
