@@ -27,7 +27,7 @@ import torch
 from fedseg.crypto.keys import HEContext
 from fedseg.crypto.masking import combine, mask_sign
 from fedseg.crypto.packing import ABSURD_WEIGHT, EncryptedVector, Layout, add_encrypted, add_plain
-from fedseg.crypto.protection import RevealedSeeds, RoundTicket
+from fedseg.crypto.protection import OWN, RevealedSeeds, RoundTicket, masks_apply
 from fedseg.federation.aggregation import weighted_average
 from server.outcome import AggregationStats
 from sites.records import Model
@@ -123,10 +123,12 @@ class EncryptedAggregator:
     def _unmask(
         self, survivors: list[str], ticket: RoundTicket, reveal: Reveal, rejected: dict[str, str]
     ) -> tuple[list[str], np.ndarray | None]:
-        """Ask the survivors for their seeds with the missing sites until every survivor answered."""
+        """Ask the survivors for their own seeds and those with the missing sites, until every survivor answered.
+
+        Returns the survivors and minus their masks (None when too few survive to unmask)."""
         while True:
             missing = [p for p in ticket.participants if p not in survivors]
-            if not missing or len(survivors) < max(2, self.min_sites):
+            if len(survivors) < max(2, self.min_sites):
                 return survivors, None
             answers = reveal(survivors, missing)
             silent = [s for s in survivors if not isinstance(answers.get(s), RevealedSeeds)]
@@ -141,7 +143,8 @@ class EncryptedAggregator:
             for survivor in survivors
             for dropped in missing
         ]
-        residue = combine(seeds, self.layout.size, fixed.modulus_bits)
+        own = [(1, answers[survivor].seeds[OWN]) for survivor in survivors]  # type: ignore[union-attr]
+        residue = combine([*seeds, *own], self.layout.size, fixed.modulus_bits)
         return survivors, (np.uint64(0) - residue) & np.uint64(2**fixed.modulus_bits - 1)
 
     def aggregate(
@@ -159,13 +162,13 @@ class EncryptedAggregator:
         rejected.update(failures)
         survivors = [site for site, _ in encrypted if site not in failures]
         unmasked: tuple[str, ...] = ()
-        if self.masked and total is not None:
+        if self.masked and total is not None and masks_apply(ticket):
             kept, correction = self._unmask(survivors, ticket, reveal, rejected)
             if kept != survivors:
                 total, _ = self._sum([(s, u) for s, u in encrypted if s in kept], ticket)
-            if len(kept) < max(2, self.min_sites) and len(kept) < len(ticket.participants):
+            if correction is None:
                 total = None  # masks that cannot be removed: the sum is noise
-            elif correction is not None and total is not None:
+            elif total is not None:
                 total = add_plain(total, correction, self.he)
                 unmasked = tuple(p for p in ticket.participants if p not in kept)
             survivors = kept

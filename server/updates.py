@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from fedseg.crypto.packing import EncryptedVector
-from fedseg.crypto.protection import ProtectedUpdate, RevealedSeeds, RoundTicket, payload_digest
+from fedseg.crypto.protection import OWN, ProtectedUpdate, RevealedSeeds, RoundTicket, payload_digest
 from fedseg.crypto.registry import SiteRegistry
 from fedseg.crypto.signing import UpdateRejected, verify
 from server.aggregators import Contribution
@@ -62,7 +62,10 @@ def authenticate_seeds(
     _check_claim(site, claim.site, claim.run_id, claim.round, ticket)
     if claim.kind != "unmask" or tuple(claim.participants) != tuple(sorted(dropped)):
         raise UpdateRejected("seeds revealed for other sites than those asked for")
-    if sorted(revealed.seeds) != sorted(dropped) or RevealedSeeds.digest(revealed.seeds) != claim.payload_digest:
+    if (
+        sorted(revealed.seeds) != sorted([*dropped, OWN])
+        or RevealedSeeds.digest(revealed.seeds) != claim.payload_digest
+    ):
         raise UpdateRejected("revealed seeds do not match what the site signed")
     if registry is not None:
         verify(registry, claim, revealed.signature)

@@ -12,8 +12,11 @@ Modes, from the files a site holds (``SiteProtection.mode``):
 - ``plaintext``: no ``site.context``. The weights travel in clear (over TLS), signed when the
   site has a node key.
 
-When a participant drops out, the survivors' masks with it do not cancel; ``reveal`` gives the
-aggregator this round's pairwise seeds with the sites that dropped out, and nothing else.
+Masks are doubled (Bonawitz et al., CCS 2017): besides the pairwise masks, each site adds a
+self-mask of its own, fresh every round. After the round's updates are in, ``reveal`` gives the
+aggregator, from each surviving site, its own self-mask seed and this round's pairwise seeds
+with the participants whose updates are not in the sum (dropped out or refused), and nothing
+else. An update the aggregator received but refused therefore stays covered by its self-mask.
 """
 
 from __future__ import annotations
@@ -71,9 +74,12 @@ class ProtectedUpdate:
     seconds: float = 0.0
 
 
+OWN = "self"  # the key of a survivor's own self-mask seed among its revealed seeds
+
+
 @dataclass(frozen=True)
 class RevealedSeeds:
-    """This round's mask seeds of one survivor with the sites that dropped out, signed."""
+    """One survivor's self-mask seed (``seeds["self"]``) and its seeds with the sites not in the sum, signed."""
 
     seeds: Mapping[str, bytes]
     claim: UpdateClaim
@@ -82,6 +88,11 @@ class RevealedSeeds:
     @staticmethod
     def digest(seeds: Mapping[str, bytes]) -> str:
         return hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(seeds.items())}).encode()).hexdigest()
+
+
+def masks_apply(ticket: RoundTicket) -> bool:
+    """A round of one site has nothing to hide its update from: the sum is that update."""
+    return len(ticket.participants) >= 2
 
 
 def payload_digest(payload: Payload) -> str:
@@ -113,10 +124,17 @@ class SiteProtection:
             self._pair_keys[peer] = pair_key(self.node_key, public, (self.site, peer))
         return self._pair_keys[peer]
 
+    def _own_seed(self, ticket: RoundTicket) -> bytes:
+        """This site's self-mask seed for the round: derived from its node key, so a restart gives the same."""
+        if self.node_key is None:
+            raise RoundRefused(f"site {self.site} holds no node key: it cannot mask")
+        secret = hashlib.sha256(self.node_key.private_numbers().private_value.to_bytes(48, "big")).digest()
+        return round_seed(secret, f"self|{ticket.run_id}", ticket.round)
+
     def _mask(self, ticket: RoundTicket, length: int, fixed: FixedPoint) -> np.ndarray:
         peers = [p for p in ticket.participants if p != self.site]
         seeds = [(mask_sign(self.site, p), round_seed(self._pair_key(p), ticket.run_id, ticket.round)) for p in peers]
-        return combine(seeds, length, fixed.modulus_bits)
+        return combine([*seeds, (1, self._own_seed(ticket))], length, fixed.modulus_bits)
 
     def protect(self, weights: Mapping[str, torch.Tensor], examples: int, ticket: RoundTicket) -> ProtectedUpdate:
         """Weight, mask, encrypt and sign this site's update for ``ticket``'s round."""
@@ -128,7 +146,8 @@ class SiteProtection:
         payload: Payload = weights
         if self.he is not None:
             fixed = ticket.fixed(self.he)
-            mask = self._mask(ticket, Layout.of(weights).size, fixed) if self.mode == "masked" else None
+            masked = self.mode == "masked" and masks_apply(ticket)
+            mask = self._mask(ticket, Layout.of(weights).size, fixed) if masked else None
             payload = encrypt_weighted(weights, examples / ticket.weight_total, self.he, fixed=fixed, mask=mask)
         claim = UpdateClaim(
             ticket.run_id, ticket.round, self.site, int(examples), payload_digest(payload), tuple(ticket.participants)
@@ -136,7 +155,7 @@ class SiteProtection:
         return ProtectedUpdate(payload, claim, self._sign(claim), time.perf_counter() - started)
 
     def reveal(self, ticket: RoundTicket, dropped: tuple[str, ...], *, min_sites: int) -> RevealedSeeds:
-        """This round's seeds with ``dropped`` (sites whose updates are not in the sum), to unmask the sum.
+        """This site's self-mask seed and its seeds with ``dropped`` (sites not in the sum), to unmask the sum.
 
         Refused when the sum would then hold fewer than ``min_sites`` updates (or 2): unmasking
         a sum of one update is reading that update.
@@ -150,6 +169,7 @@ class SiteProtection:
                 f"unmasking would leave {remaining} update(s) in the sum, fewer than {max(2, min_sites)}"
             )
         seeds = {p: round_seed(self._pair_key(p), ticket.run_id, ticket.round) for p in sorted(set(dropped))}
+        seeds[OWN] = self._own_seed(ticket)
         claim = UpdateClaim(
             ticket.run_id, ticket.round, self.site, 0, RevealedSeeds.digest(seeds), tuple(sorted(dropped)), "unmask"
         )

@@ -35,7 +35,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fixed = FixedPoint.for_sites(site.parameters, 2)
     good = encrypt_weighted(state, 0.5, site, fixed=fixed, workers=1)
     (root / "last.he").write_bytes(transport.file_bytes(good, model=MODEL.to_json(), preprocessing=PREPROCESSING))
-    noisy = encrypt_weighted(state, 0.5, site, fixed=fixed, mask=np.full(Layout.of(state).size, 2**30, np.uint64))
+    mask = np.random.default_rng(0).integers(0, 2**fixed.modulus_bits, Layout.of(state).size, dtype=np.uint64)
+    noisy = encrypt_weighted(state, 0.5, site, fixed=fixed, mask=mask)  # a share whose masks never cancel
     (root / "masked.he").write_bytes(transport.file_bytes(noisy, model=MODEL.to_json(), preprocessing=PREPROCESSING))
     save_checkpoint(root / "plain.pt", model=model, model_config=MODEL, preprocessing=Preprocessing(channels=1))
     return {"root": root, "site": root / "keys" / "site.context", "server": root / "keys" / "server.context"}

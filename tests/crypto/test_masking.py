@@ -11,7 +11,14 @@ import torch
 
 from fedseg.crypto.keys import generate_keys, load_context
 from fedseg.crypto.masking import FixedPoint, combine, mask_sign, round_seed
-from fedseg.crypto.packing import CiphertextRejected, Layout, add_encrypted, decrypt_average, encrypt_weighted
+from fedseg.crypto.packing import (
+    CiphertextRejected,
+    Layout,
+    add_encrypted,
+    add_plain,
+    decrypt_average,
+    encrypt_weighted,
+)
 from fedseg.crypto.protection import RoundTicket, SiteProtection
 from fedseg.crypto.registry import build_registry, load_node_key
 from fedseg.deploy.credentials import make_node_key
@@ -55,7 +62,7 @@ def test_the_server_and_one_site_cannot_read_another_sites_update_but_the_sum_de
     victim = updates["hospital-b"].payload
     with pytest.raises(CiphertextRejected, match="masks did not cancel"):
         decrypt_average(victim, colluder.he, layout)
-    raw = np.concatenate([np.asarray(colluder.he.context and _decrypt(c, colluder.he)) for c in victim.chunks])
+    raw = np.concatenate([np.asarray(_decrypt(c, colluder.he)) for c in victim.chunks])
     integers = np.rint(raw * 2**fixed.fraction_bits).astype(np.int64).astype(np.uint64)
     own_pair = combine(
         [(mask_sign("hospital-b", "hospital-a"), round_seed(colluder._pair_key("hospital-b"), "run-1", 3))],
@@ -70,7 +77,11 @@ def test_the_server_and_one_site_cannot_read_another_sites_update_but_the_sum_de
         [u.payload for u in updates.values()], server, layout_hash=layout.hash, length=layout.size, fixed=fixed
     )
     assert rejected == {} and total is not None
-    average = decrypt_average(total, colluder.he, layout)
+    with pytest.raises(CiphertextRejected, match="masks did not cancel"):  # the self-masks are still on
+        decrypt_average(total, colluder.he, layout)
+    own = [(1, sites[n].reveal(ticket, (), min_sites=2).seeds["self"]) for n in SITES]
+    correction = (np.uint64(0) - combine(own, layout.size, fixed.modulus_bits)) & np.uint64(2**fixed.modulus_bits - 1)
+    average = decrypt_average(add_plain(total, correction, server), colluder.he, layout)
     expected = sum(examples[n] / 60 * weights[n]["conv"].double() for n in SITES)
     assert float((average["conv"].double() - expected).abs().max()) < 5e-7
 
@@ -111,7 +122,7 @@ def test_a_site_reveals_seeds_only_for_dropped_participants_and_never_below_two(
     site = federation["sites"]["hospital-a"]
     ticket = RoundTicket("run-1", 1, SITES, weight_total=60, max_sites=3)
     revealed = site.reveal(ticket, ("hospital-c",), min_sites=1)
-    assert set(revealed.seeds) == {"hospital-c"} and revealed.signature
+    assert set(revealed.seeds) == {"hospital-c", "self"} and revealed.signature
     with pytest.raises(ValueError, match="fewer than 2"):
         site.reveal(ticket, ("hospital-b", "hospital-c"), min_sites=1)
     with pytest.raises(ValueError, match="outside the round"):
@@ -123,3 +134,20 @@ def test_key_files_beside_each_other_do_not_leak_the_pair_secrets(federation: di
     sites = federation["sites"]
     ab, ba = sites["hospital-a"]._pair_key("hospital-b"), sites["hospital-b"]._pair_key("hospital-a")
     assert ab == ba and ab != sites["hospital-c"]._pair_key("hospital-a")
+
+
+def test_an_update_refused_after_it_arrived_stays_covered_by_its_self_mask(federation: dict) -> None:
+    """hospital-c's update arrived but was refused: the survivors reveal their seeds with it, and the
+    aggregator, even with hospital-a's keys, still decrypts noise (c's own mask is never revealed)."""
+    sites = federation["sites"]
+    ticket = RoundTicket("run-2", 1, SITES, weight_total=60, max_sites=3)
+    weights = weights_of(7)
+    refused = sites["hospital-c"].protect(weights, 30, ticket).payload
+    fixed, layout = ticket.fixed(sites["hospital-a"].he), Layout.of(weights)
+    revealed = [sites[n].reveal(ticket, ("hospital-c",), min_sites=2) for n in ("hospital-a", "hospital-b")]
+    pairwise = [(mask_sign("hospital-c", r.claim.site), r.seeds["hospital-c"]) for r in revealed]
+    unmasked = (np.uint64(0) - combine(pairwise, layout.size, fixed.modulus_bits)) & np.uint64(
+        2**fixed.modulus_bits - 1
+    )
+    with pytest.raises(CiphertextRejected, match="masks did not cancel"):
+        decrypt_average(add_plain(refused, unmasked, federation["server"]), sites["hospital-a"].he, layout)
