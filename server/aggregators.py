@@ -128,7 +128,7 @@ class EncryptedAggregator:
         Returns the survivors and minus their masks (None when too few survive to unmask)."""
         while True:
             missing = [p for p in ticket.participants if p not in survivors]
-            if len(survivors) < max(2, self.min_sites):
+            if not survivors or len(survivors) < self.min_sites:
                 return survivors, None
             answers = reveal(survivors, missing)
             silent = [s for s in survivors if not isinstance(answers.get(s), RevealedSeeds)]

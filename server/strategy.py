@@ -178,7 +178,7 @@ class FederatedSegmentation:
         if self.ticket is None:
             raise RuntimeError("unmasking outside a round")
         nodes = {i.site: i.node_id for i in self.sites.values()}
-        request = {"dropped": ",".join(sorted(dropped)), "min-sites": self.config.min_train_sites}
+        request = {"dropped": ",".join(sorted(dropped))}
         messages = [
             Message(
                 RecordDict({TICKET: ticket_record(self.ticket), protocol.CONFIG: ConfigRecord(request)}),

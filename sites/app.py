@@ -85,7 +85,8 @@ def unmask(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
     request = message.content[protocol.CONFIG]
     dropped = tuple(s for s in str(request["dropped"]).split(",") if s)
-    revealed = runtime.protection.reveal(ticket_from(message.content), dropped, min_sites=int(request["min-sites"]))
+    min_sites = runtime.config.min_train_sites  # the site's own run config, not the request, sets the floor
+    revealed = runtime.protection.reveal(ticket_from(message.content), dropped, min_sites=min_sites)
     return Message(RecordDict(seeds_records(revealed)), reply_to=message)
 
 

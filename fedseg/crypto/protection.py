@@ -105,6 +105,7 @@ class SiteProtection:
     he: HEContext | None = None
     node_key: ec.EllipticCurvePrivateKey | None = None
     registry: SiteRegistry | None = None
+    workers: int | None = None  # encryption processes (None: up to 4)
     _pair_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
@@ -148,7 +149,8 @@ class SiteProtection:
             fixed = ticket.fixed(self.he)
             masked = self.mode == "masked" and masks_apply(ticket)
             mask = self._mask(ticket, Layout.of(weights).size, fixed) if masked else None
-            payload = encrypt_weighted(weights, examples / ticket.weight_total, self.he, fixed=fixed, mask=mask)
+            share = examples / ticket.weight_total
+            payload = encrypt_weighted(weights, share, self.he, fixed=fixed, mask=mask, workers=self.workers)
         claim = UpdateClaim(
             ticket.run_id, ticket.round, self.site, int(examples), payload_digest(payload), tuple(ticket.participants)
         )
@@ -157,16 +159,17 @@ class SiteProtection:
     def reveal(self, ticket: RoundTicket, dropped: tuple[str, ...], *, min_sites: int) -> RevealedSeeds:
         """This site's self-mask seed and its seeds with ``dropped`` (sites not in the sum), to unmask the sum.
 
-        Refused when the sum would then hold fewer than ``min_sites`` updates (or 2): unmasking
-        a sum of one update is reading that update.
+        Refused when the sum would then hold fewer than ``min_sites`` updates (the site's own
+        ``min-train-sites``): unmasking a sum of one update is reading that update, which a
+        federation allows only with ``min-train-sites = 1``.
         """
         unknown = sorted(set(dropped) - set(ticket.participants))
         if unknown or self.site in dropped:
             raise RoundRefused(f"unmask request names sites outside the round or this site: {unknown or self.site}")
         remaining = len(ticket.participants) - len(set(dropped))
-        if remaining < max(2, min_sites):
+        if remaining < max(1, min_sites):
             raise RoundRefused(
-                f"unmasking would leave {remaining} update(s) in the sum, fewer than {max(2, min_sites)}"
+                f"unmasking would leave {remaining} update(s) in the sum, fewer than min-train-sites = {min_sites}"
             )
         seeds = {p: round_seed(self._pair_key(p), ticket.run_id, ticket.round) for p in sorted(set(dropped))}
         seeds[OWN] = self._own_seed(ticket)

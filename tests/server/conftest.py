@@ -62,6 +62,7 @@ class FakeSite:
     root: Path
     behaviour: dict[str, Callable] = field(default_factory=dict)  # message type -> override
     initial: dict = field(default_factory=dict)
+    min_sites: int = 1
 
     def answer(self, message: Message) -> Message | None:
         kind = message.metadata.message_type
@@ -94,7 +95,7 @@ class FakeSite:
     def unmask(self, message: Message) -> Message:
         request = message.content[protocol.CONFIG]
         dropped = tuple(s for s in str(request["dropped"]).split(",") if s)
-        revealed = self.protection.reveal(ticket_from(message.content), dropped, min_sites=int(request["min-sites"]))
+        revealed = self.protection.reveal(ticket_from(message.content), dropped, min_sites=self.min_sites)
         return Message(RecordDict(seeds_records(revealed)), reply_to=message)
 
     def evaluate(self, message: Message) -> Message:
@@ -156,7 +157,9 @@ def make_federation(
             registry=load_registry(root / "federation.json") if registry else None,
         )
         role = "heldout" if name == "heldout" else "train"
-        grid_sites[100 + index] = FakeSite(name, role, protection, root, (behaviour or {}).get(name, {}))
+        grid_sites[100 + index] = FakeSite(
+            name, role, protection, root, (behaviour or {}).get(name, {}), min_sites=config.min_train_sites
+        )
     grid = FakeGrid(grid_sites)
     strategy = FederatedSegmentation(grid, config)  # type: ignore[arg-type]
     for site in grid_sites.values():
