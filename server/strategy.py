@@ -47,7 +47,6 @@ from server.updates import authenticate, authenticate_seeds
 from sites.records import TICKET, Model, model_records, seeds_from, ticket_record, update_from
 
 logger = logging.getLogger("fedseg.server")
-UNMASK = "unmask"
 
 
 def _numbers(record: Mapping) -> dict[str, float]:
@@ -183,7 +182,7 @@ class FederatedSegmentation:
             Message(
                 RecordDict({TICKET: ticket_record(self.ticket), protocol.CONFIG: ConfigRecord(request)}),
                 dst_node_id=nodes[s],
-                message_type=f"query.{UNMASK}",
+                message_type=f"query.{protocol.UNMASK}",
             )
             for s in survivors
         ]

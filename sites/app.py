@@ -80,7 +80,7 @@ def train(message: Message, context: Context) -> Message:
     )
 
 
-@app.query("unmask")
+@app.query(protocol.UNMASK)
 def unmask(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
     request = message.content[protocol.CONFIG]

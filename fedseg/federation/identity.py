@@ -33,9 +33,11 @@ class SiteIdentity:
 
     def protection(self) -> SiteProtection:
         """How this site protects its updates: encrypted and masked, encrypted, or plaintext; signed if it can."""
+        if not self.spec.trains:
+            return SiteProtection(self.spec.name)  # a held-out evaluator sends no update
         return SiteProtection(
             self.spec.name,
-            he=self.load_he() if self.spec.trains else None,
+            he=self.load_he(),
             node_key=load_node_key(self.node_key) if self.node_key is not None else None,
             registry=load_registry(self.registry) if self.registry is not None else None,
         )
