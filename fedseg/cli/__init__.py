@@ -24,6 +24,7 @@ COMMANDS = {
     "certs": deploy,
     "node-key": deploy,
     "decrypt": keys,
+    "registry": keys,
     "demo": demo,
 }
 

@@ -82,6 +82,8 @@ class FederationConfig:
     he: bool = False
     he_keys: str = ""
     tracking: str = DEFAULT_TRACKING
+    registry: str = ""
+    node_keys: str = ""
 
     def __post_init__(self) -> None:
         positive = ("num_server_rounds", "min_train_sites", "evaluate_every", "local_steps", "batch_size")

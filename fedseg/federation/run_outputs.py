@@ -155,7 +155,7 @@ class RunFolder:
         """The encrypted global model with what a site needs to decrypt it into a checkpoint."""
         atomic_write_bytes(
             path,
-            transport.to_bytes(
+            transport.file_bytes(
                 vector,
                 model=self.config.model_config.to_json(),
                 preprocessing=self.config.preprocessing.to_json(),
