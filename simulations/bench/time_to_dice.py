@@ -127,6 +127,7 @@ def federated_config(args: argparse.Namespace) -> dict:
         "resume": False,
         "num-server-rounds": args.rounds,
         "local-steps": args.local_steps,
+        "evaluate-every": args.evaluate_every,
         "batch-size": args.batch_size,
         "crop-size": args.crop_size,
         "lr": args.lr,
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--score-every", type=int, default=150, help="pooled: steps between held-out scorings")
     parser.add_argument("--rounds", type=int, default=12, help="federated: rounds")
     parser.add_argument("--local-steps", type=int, default=60, help="federated: steps per site and round")
+    parser.add_argument("--evaluate-every", type=int, default=1, help="federated: rounds between held-out scorings")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
