@@ -80,7 +80,8 @@ def flower_env() -> dict[str, str]:
     env = dict(os.environ, FLWR_HOME=str(flwr_home()), PATH=f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}")
     env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     env.setdefault("RAY_DEDUP_LOGS", "0")
-    env.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15 by default: sites would yield to anything
+    # Ray starts its workers at nice 15: simulated sites would yield to anything else on the machine.
+    env.setdefault("RAY_worker_niceness", "0")
     return env
 
 

@@ -9,6 +9,7 @@ from fedseg.cli.common import csv_list
 from fedseg.export import ExportConfig, export
 from fedseg.export.exporter import FORMATS
 from fedseg.inference.predictor import InferenceConfig
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--max-dice-drop", type=float, default=0.01, help="refuse beyond this Dice drop (0.01)")
     group.add_argument("--allow-dice-drop", action="store_true", help="write a compressed model anyway, with a warning")
     group = parser.add_argument_group("inference contract written into the file")
-    group.add_argument("--tile-size", type=int, default=None, help="sliding-window tile (default: twice the crop)")
-    group.add_argument("--overlap", type=float, default=0.5)
+    group.add_argument("--tile-size", type=int, default=None, help="sliding-window tile (default: 4 x the crop)")
+    group.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP)
     group.add_argument("--threshold", type=float, default=0.5)
 
 

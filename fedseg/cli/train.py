@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from fedseg.cli.common import add_device, csv_list, key_value, positive_int
@@ -13,7 +12,7 @@ from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.normalise import NORMALISATIONS
 from fedseg.data.splits import SplitConfig
-from fedseg.inference.sliding_window import TilingConfig
+from fedseg.inference.sliding_window import TilingConfig, default_tile_size
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
 from fedseg.privacy.budget import PrivacyConfig
@@ -172,7 +171,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=positive_int, default=250)
     run.add_argument("--val-every", type=int, default=250, help="validate every N steps (0: never)")
     run.add_argument("--log-every", type=positive_int, default=10)
-    run.add_argument("--tile-size", type=int, default=512, help="validation tile size (default: 512)")
+    run.add_argument("--tile-size", type=int, default=None, help="validation tile size (default: 4 x the crop size)")
     run.add_argument(
         "--tracking",
         default=DEFAULT_TRACKING,
@@ -189,7 +188,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         model=ModelConfig(name=model, in_channels=data.channels, options=dict(args.model_option)),
         loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
-        tiling=replace(TilingConfig(), tile_size=args.tile_size),
+        tiling=TilingConfig(tile_size=args.tile_size or default_tile_size(args.crop_size)),
         mean_teacher=mean_teacher_from_args(args),
         privacy=privacy_from_args(args),
         steps=args.steps,

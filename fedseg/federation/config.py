@@ -21,6 +21,7 @@ from fedseg.data.crops import CropConfig
 from fedseg.data.splits import SplitConfig
 from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP, default_tile_size
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import Preprocessing
@@ -77,7 +78,7 @@ class FederationConfig:
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
     tile_size: int = 0
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     threshold: float = 0.5
     he: bool = False
     he_keys: str = ""
@@ -219,7 +220,9 @@ class FederationConfig:
     @property
     def inference_config(self) -> InferenceConfig:
         return InferenceConfig(
-            tile_size=self.tile_size or 2 * self.crop_size, overlap=self.overlap, threshold=self.threshold
+            tile_size=self.tile_size or default_tile_size(self.crop_size),
+            overlap=self.overlap,
+            threshold=self.threshold,
         )
 
     def to_run_config(self) -> dict[str, Any]:

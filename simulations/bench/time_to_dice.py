@@ -85,7 +85,9 @@ def heldout_scorer(args: argparse.Namespace, config: TrainConfig) -> Callable[[n
     records = scan_centre(args.data, HELD_OUT)
 
     def score(model: nn.Module) -> float:
-        predictor = Predictor(unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=torch.device("cpu"))
+        predictor = Predictor(
+            unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=torch.device("cpu")
+        )
         result = score_records(predictor, records, threshold=0.5, with_hd95=False, progress=False)
         model.train()
         return float(result.counts.summary()["dice"])
@@ -230,7 +232,12 @@ def main() -> None:
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     write_result(args.out / f"time-to-dice-{args.mode}.json", f"time_to_dice_{args.mode}", result, **settings)
-    plot(curve, args.target, f"{args.mode}: STARE + AV-WIDE, held out {HELD_OUT}", args.out / f"time-to-dice-{args.mode}.png")
+    plot(
+        curve,
+        args.target,
+        f"{args.mode}: STARE + AV-WIDE, held out {HELD_OUT}",
+        args.out / f"time-to-dice-{args.mode}.png",
+    )
 
 
 if __name__ == "__main__":
