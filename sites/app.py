@@ -1,17 +1,20 @@
 """fedseg ClientApp: a thin Flower layer over ``fedseg.federation.site_runtime.SiteRuntime``.
 
 Each message is answered by the site's runtime: ``query.describe`` (who am I), ``train`` (one
-round of local training) and ``evaluate`` (sums and counts of the global model's scores on the
-site's own images). Images, masks, the teacher model, the privacy accountant and the secret HE
-key never leave the site; with ``he = true`` neither do plaintext weights. Every field a reply
-carries is listed, with its protection, in ``fedseg.privacy.release`` (docs/privacy.md).
+round of local training, the update protected as ``fedseg.crypto.protection`` says),
+``query.unmask`` (this round's mask seeds with sites that dropped out) and ``evaluate`` (sums
+and counts of the global model's scores on the site's own images). Images, masks, the teacher
+model, the privacy accountant, the node key and the secret HE key never leave the site; with
+``he = true`` neither do plaintext weights. Every field a reply carries is listed, with its
+protection, in ``fedseg.privacy.release`` (docs/privacy.md); under DP, train and evaluate
+replies carry the site's ledger row of what they release.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedseg.federation import protocol
@@ -19,10 +22,12 @@ from fedseg.federation.config import FederationConfig
 from fedseg.federation.identity import site_identity
 from fedseg.federation.site_runtime import SiteRuntime
 from fedseg.privacy import LedgerRow, PrivacyBudgetExhausted
-from sites.records import model_from, model_records
+from fedseg.runtime import status as runtime_status
+from sites.records import model_from, seeds_records, ticket_from, update_records
 
 app = ClientApp()
 logging.getLogger("fedseg").setLevel(logging.INFO)
+logging.getLogger("fedseg").info("fedseg runtime: %s", runtime_status().describe())
 
 
 def runtime_for(context: Context) -> SiteRuntime:
@@ -35,6 +40,7 @@ def runtime_for(context: Context) -> SiteRuntime:
         state_dir=identity.state_dir,
         device=identity.device,
         he=identity.load_he(),
+        protection=identity.protection(),
         max_evaluations=identity.max_evaluations,
     )
 
@@ -48,35 +54,71 @@ def describe(message: Message, context: Context) -> Message:
     return Message(RecordDict({protocol.SITE: ConfigRecord(runtime_for(context).describe())}), reply_to=message)
 
 
-def _ledger(row: LedgerRow | dict | None) -> dict[str, ConfigRecord]:
+def _server_round(message: Message) -> int:
+    return int(str(message.content[protocol.CONFIG]["server-round"]))
+
+
+def _ledger(row: LedgerRow | None) -> dict[str, ConfigRecord]:
     """The ledger row of what this reply releases (under DP), as its own record."""
     if row is None:
         return {}
-    values = row.to_json() if isinstance(row, LedgerRow) else row
-    return {protocol.LEDGER: ConfigRecord({k: v for k, v in values.items() if k != "budget_left"})}
+    return {protocol.LEDGER: ConfigRecord({k: v for k, v in row.to_json().items() if k != "budget_left"})}
+
+
+def _refusal(site: ConfigRecord, refused: PrivacyBudgetExhausted, row: LedgerRow | None) -> RecordDict:
+    spent = {
+        "epsilon": refused.spent,
+        "delta": refused.delta,
+        "epsilon_budget": refused.budget,
+        "projected_epsilon": refused.projected,
+    }
+    return RecordDict(
+        {
+            protocol.SITE: site,
+            protocol.REFUSED: ConfigRecord({"reason": str(refused)}),
+            protocol.METRICS: _numbers(spent),
+            **_ledger(row),
+        }
+    )
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
-    server_round = int(message.content[protocol.CONFIG]["server-round"])
+    server_round = _server_round(message)
     site = ConfigRecord({"site": runtime.spec.name, "centre": runtime.spec.centre})
     try:
-        reply = runtime.train(server_round, model_from(message.content))
+        reply = runtime.train(server_round, model_from(message.content), ticket_from(message.content))
     except PrivacyBudgetExhausted as refused:
-        content = {protocol.SITE: site, protocol.REFUSED: ConfigRecord({"reason": str(refused)})}
-        return Message(RecordDict({**content, **_ledger(runtime.refusal_row(server_round))}), reply_to=message)
-    update = reply.encrypted if reply.encrypted is not None else reply.weights
+        return Message(_refusal(site, refused, runtime.refusal_row(server_round)), reply_to=message)
+    if reply.update is None:
+        raise RuntimeError("a train reply without a protected update (the request carried no round ticket)")
     metrics = _numbers({**reply.metrics, protocol.NUM_EXAMPLES: reply.num_examples})
-    content = {protocol.SITE: site, protocol.METRICS: metrics, **model_records(update), **_ledger(reply.ledger)}
+    content: dict[str, ArrayRecord | ConfigRecord | MetricRecord] = {protocol.SITE: site, protocol.METRICS: metrics}
+    content.update({**update_records(reply.update), **_ledger(reply.ledger)})
     return Message(RecordDict(content), reply_to=message)
+
+
+@app.query(protocol.UNMASK)
+def unmask(message: Message, context: Context) -> Message:
+    runtime = runtime_for(context)
+    request = message.content[protocol.CONFIG]
+    dropped = tuple(s for s in str(request["dropped"]).split(",") if s)
+    min_sites = runtime.config.min_train_sites  # the site's own run config, not the request, sets the floor
+    revealed = runtime.protection.reveal(ticket_from(message.content), dropped, min_sites=min_sites)
+    return Message(RecordDict(seeds_records(revealed)), reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
-    server_round = int(message.content[protocol.CONFIG]["server-round"])
+    server_round = _server_round(message)
     result = runtime.evaluate(model_from(message.content), server_round=server_round)
     site = ConfigRecord({"site": result["site"], "centre": result["centre"], "role": result["role"]})
-    content = {protocol.SITE: site, protocol.COUNTS: _numbers(result["counts"]), **_ledger(result["ledger"])}
+    ledger = _ledger(LedgerRow.from_json(result["ledger"]) if result["ledger"] else None)
+    content: dict[str, ArrayRecord | ConfigRecord | MetricRecord] = {
+        protocol.SITE: site,
+        protocol.COUNTS: _numbers(result["counts"]),
+    }
+    content.update(ledger)
     return Message(RecordDict(content), reply_to=message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +21,21 @@ from fedseg.data.loading import LoadedImage
 from fedseg.data.normalise import normalise
 
 SampleKey = tuple[int, int]
+
+
+class CropDataset(Protocol):
+    """What local training samples from: items addressed by ``(index, seed)`` keys, with a labelled flag
+    per index and the ``(centre, stem)`` of each index (``TrainingCrops``; for volumes ``SliceCrops`` and
+    ``VolumePatches``, whose index is a volume)."""
+
+    labelled: np.ndarray
+
+    @property
+    def sources(self) -> list[tuple[str, str]]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

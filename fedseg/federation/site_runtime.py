@@ -29,9 +29,9 @@ from typing import Any, Union
 import torch
 
 from fedseg.configuration import ConfigError
-from fedseg.crypto import transport
 from fedseg.crypto.keys import HEContext
-from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average, encrypt_weighted
+from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average
+from fedseg.crypto.protection import ProtectedUpdate, RoundTicket, SiteProtection
 from fedseg.data.grouping import subject_ids
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import CentreResult, score_records
@@ -41,14 +41,13 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
-from fedseg.inference.predictor import Predictor
 from fedseg.models import build_model
-from fedseg.models.checkpoint import Preprocessing
 from fedseg.models.state import load_model_state, model_state
 from fedseg.privacy.budget import PrivacyBudgetExhausted
 from fedseg.privacy.ledger import LedgerRow
 from fedseg.privacy.release import gaussian_release, releasable
 from fedseg.training.local import LocalState
+from fedseg.volumes.inference import make_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +68,13 @@ class EvaluationLimitReached(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainReply:
-    """Local weights in plaintext, or (with HE) encrypted and multiplied by ``num_examples``; under DP the
-    ledger row of the update."""
+    """Local weights (kept at the site), ``update``: what leaves it (see ``fedseg.crypto.protection``), and
+    under DP the ledger row of the update. ``metrics`` hold only what may leave (``fedseg.privacy.release``)."""
 
     weights: OrderedDict[str, torch.Tensor] | None
     num_examples: int
     metrics: dict[str, Any]
-    encrypted: EncryptedVector | None = None
+    update: ProtectedUpdate | None = None
     ledger: LedgerRow | None = None
 
 
@@ -97,6 +96,10 @@ def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> S
         config.crop_size,
         config.foreground_probability,
         config.augment,
+        config.normalisation,
+        config.volume_spacing,
+        config.patch_slices,
+        config.model_config.spatial_dims,
     )
     if key not in _DATA_CACHE:
         started = time.perf_counter()
@@ -119,6 +122,7 @@ class SiteRuntime:
         device: str = "auto",
         he: HEContext | None = None,
         max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+        protection: SiteProtection | None = None,
     ) -> None:
         if config.he and he is None:
             raise ConfigError(
@@ -126,6 +130,7 @@ class SiteRuntime:
                 "has no site.context; set run config 'he-keys' or node config 'he-keys'"
             )
         self.spec, self.config, self.he, self.max_evaluations = spec, config, he, max_evaluations
+        self.protection = protection or SiteProtection(spec.name, he=he if spec.trains else None)
         self._decrypt_seconds = 0.0
         self.data_root, self.state_dir = Path(data_root), Path(state_dir)
         self.device = resolve_device(device)
@@ -164,21 +169,18 @@ class SiteRuntime:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["round"] != server_round or saved["global"] != digest:
             return None
-        logger.info("site %s: round %d was answered before; sending the same reply", self.spec.name, server_round)
-        encrypted = transport.from_bytes(saved["encrypted"])[0] if saved["encrypted"] is not None else None
+        logger.info("site %s: round %d was answered before; sending the same update", self.spec.name, server_round)
         ledger = LedgerRow.from_json(saved["ledger"]) if saved.get("ledger") else None
-        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], encrypted, ledger)
+        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], ledger=ledger)
 
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
         """The state (with the accountant) first, then the reply that a repeated request would get."""
         atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
         buffer = io.BytesIO()
-        encrypted = transport.to_bytes(reply.encrypted) if reply.encrypted is not None else None
         payload = {
             "round": server_round,
             "global": digest,
             "weights": reply.weights,
-            "encrypted": encrypted,
             "num_examples": reply.num_examples,
             "metrics": reply.metrics,
             "ledger": reply.ledger.to_json() if reply.ledger is not None else None,
@@ -198,8 +200,25 @@ class SiteRuntime:
         self._decrypt_seconds = time.perf_counter() - started
         return weights
 
-    def train(self, server_round: int, global_model: GlobalModel) -> TrainReply:
-        """One round of local training. Raises ``PrivacyBudgetExhausted`` when over budget."""
+    def train(self, server_round: int, global_model: GlobalModel, ticket: RoundTicket | None = None) -> TrainReply:
+        """One round of local training, its update protected for ``ticket``'s round.
+
+        Raises ``PrivacyBudgetExhausted`` when over budget, ``RoundRefused`` for a ticket it must not answer.
+        """
+        reply = self._train(server_round, global_model)
+        if ticket is None:
+            return reply
+        update = self.protection.protect(reply.weights, reply.num_examples, ticket)  # type: ignore[arg-type]
+        metrics = dict(reply.metrics)
+        if isinstance(update.payload, EncryptedVector):
+            metrics.update(
+                he_encrypt_seconds=update.seconds,
+                he_decrypt_seconds=self._decrypt_seconds,
+                he_bytes_up=update.payload.nbytes,
+            )
+        return TrainReply(reply.weights, reply.num_examples, self._releasable(metrics), update, reply.ledger)
+
+    def _train(self, server_round: int, global_model: GlobalModel) -> TrainReply:
         if not self.spec.trains:
             raise RuntimeError(f"site {self.spec.name} is a held-out evaluation site; it never trains")
         digest = global_digest(global_model)
@@ -214,27 +233,26 @@ class SiteRuntime:
         if local.privacy is not None and not data.evaluation:  # no validation images: no releases to plan for
             local = replace(local, privacy=replace(local.privacy, planned_releases=0))
         config = SiteTrainingConfig(
-            model=self.config.model_config, local=local, local_steps=self.config.local_steps, seed=self.seed
+            model=self.config.model_config,
+            local=local,
+            local_steps=self.config.local_steps,
+            seed=self.seed,
+            schedule_steps=self.config.schedule_steps if self.config.lr_schedule != "constant" else None,
+            label=f"site {self.spec.name}, round {server_round}",
         )
         started = time.perf_counter()
         update = train_site(global_weights, self._load_state(), data.train, config, device=self.device)
         metrics = {**update.metrics, "labelled": data.n_labelled, "unlabelled": data.n_unlabelled}
-        logger.info("site %s: round %d: %s", self.spec.name, server_round, _metrics_line(metrics))
+        seconds = time.perf_counter() - started
+        logger.info(
+            "site %s: round %d trained in %.1f s: %s", self.spec.name, server_round, seconds, _metrics_line(metrics)
+        )
         ledger = None
         if update.state.privacy is not None:
             ledger = update.state.privacy.ledger_row(
                 site=self.spec.name, round=server_round, kind="update", steps=self.config.local_steps
             )
-        reply = TrainReply(update.weights, update.num_examples, self._releasable(metrics), None, ledger)
-        if self.he is not None:
-            started = time.perf_counter()
-            encrypted = encrypt_weighted(update.weights, float(update.num_examples), self.he)
-            metrics.update(
-                he_encrypt_seconds=time.perf_counter() - started,
-                he_decrypt_seconds=self._decrypt_seconds,
-                he_bytes_up=encrypted.nbytes,
-            )
-            reply = TrainReply(None, update.num_examples, self._releasable(metrics), encrypted, ledger)
+        reply = TrainReply(update.weights, update.num_examples, self._releasable(metrics), ledger=ledger)
         self._store(server_round, digest, reply, update.state)
         return reply
 
@@ -302,8 +320,14 @@ class SiteRuntime:
         model = build_model(self.config.model_config)
         load_model_state(model, self.plaintext(global_model))
         inference = self.config.inference_config
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
-        predictor = Predictor(model, preprocessing, inference.tiling({}), tta=False, device=self.device)
+        predictor = make_predictor(
+            model,
+            self.config.preprocessing,
+            inference.tiling({}),
+            tta=False,
+            device=self.device,
+            patch_slices=self.config.patch_slices,
+        )
         records = self.data.evaluation
         started = time.perf_counter()
         result = score_records(

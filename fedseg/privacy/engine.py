@@ -67,6 +67,17 @@ def calibrated_accountant(
     )
 
 
+def privacy_units(pool: Sequence[int], unit: str, subjects: Sequence[str]) -> list[list[int]]:
+    """The privacy units of a training pool (dataset indices): one per image, or one per subject with all
+    its images (``subjects[i]`` names the subject of index i)."""
+    if unit == "image":
+        return [[index] for index in pool]
+    by_subject: dict[str, list[int]] = {}
+    for index in pool:
+        by_subject.setdefault(subjects[index], []).append(index)
+    return list(by_subject.values())
+
+
 class PrivateTraining:
     """A site's DP-SGD: accountant, Opacus wrapping, secret sampling, the private step and the ledger row.
 

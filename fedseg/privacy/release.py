@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
+from fedseg.metrics import SegmentationCounts
 from fedseg.privacy.accountant import SiteAccountant
 
 
@@ -28,6 +29,7 @@ class Handling(str, Enum):
     GAUSSIAN = "Gaussian mechanism, accounted"
     BY_DESIGN = "exact, by design"
     EXACT = "exact"
+    PROTOCOL = "key material, independent of the images"
     DROPPED = "not sent"
 
     @property
@@ -61,10 +63,8 @@ LEDGER_KEYS = (
     "site", "round", "kind", "epsilon", "delta", "epsilon_budget", "sampling_rate", "noise_multiplier",
     "steps", "step", "releases", "unit", "accountant",
 )  # fmt: skip
-COUNT_KEYS = (
-    "n_images", "dice_sum", "iou_sum", "sensitivity_sum", "sensitivity_count", "precision_sum",
-    "precision_count", "hd95_sum", "hd95_count", "tp", "fp", "fn", "tn",
-)  # fmt: skip
+CLAIM_KEYS = ("run-id", "round", "site", "examples", "payload-digest", "participants", "kind", "signature")
+COUNT_KEYS = tuple(f.name for f in fields(SegmentationCounts))  # every sum and count of an evaluation
 FIELDS: tuple[Field, ...] = (
     Field("describe", "any", "site", ("site", "centre", "role"), H.PUBLIC, H.PUBLIC,
           "the site map of the run config"),
@@ -75,11 +75,17 @@ FIELDS: tuple[Field, ...] = (
           "DP-SGD: per-unit clipping and Gaussian noise; every step in the ledger (kind 'update')"),
     Field("train", "train", "encrypted", ("*",), H.UPDATE, H.UPDATE,
           "the update (times num-examples) as CKKS ciphertexts, and the model's integer buffers (counters)"),
-    Field("train", "train", "encrypted-header", ("length", "weight", "layout_hash", "fingerprint", "digest", "chunks"),
-          H.PUBLIC, H.PUBLIC, "ciphertext bookkeeping: sizes, key fingerprint, hash, weight = num-examples"),
+    Field("train", "train", "encrypted-header",
+          ("length", "weight", "layout_hash", "fingerprint", "digest", "chunks", "fraction_bits", "range_bits"),
+          H.PUBLIC, H.PUBLIC, "ciphertext bookkeeping: sizes, key fingerprint, hash, fixed-point format, weight = the "
+          "site's share of the round's examples"),
+    Field("train", "train", "claim", CLAIM_KEYS, H.PUBLIC, H.PUBLIC,
+          "what the site signs with its node key: run, round, site, num-examples, the payload's hash, the round's "
+          "participants"),
     Field("train", "train", "metrics", ("num-examples", "examples", "labelled", "unlabelled"), H.PUBLIC, H.PUBLIC,
           "cohort sizes (FedAvg's weight), see describe"),
-    Field("train", "train", "metrics", ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps"),
+    Field("train", "train", "metrics",
+          ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "epsilon_budget", "projected_epsilon"),
           H.PUBLIC, H.PUBLIC, "the accountant's values: set by the run config and the cohort size"),
     Field("train", "train", "metrics", ("he_encrypt_seconds", "he_decrypt_seconds", "he_bytes_up"), H.PUBLIC,
           H.PUBLIC, "encryption cost of a fixed-size vector: depends on the model, not on the images"),
@@ -91,6 +97,10 @@ FIELDS: tuple[Field, ...] = (
           "the site's ledger row: the mechanism's parameters and the cumulative epsilon"),
     Field("train", "train", "refused", ("reason",), H.PUBLIC, H.PUBLIC,
           "budget exhausted: the refusal, with the accountant's values, instead of an update"),
+    Field("unmask", "train", "seeds", ("*",), H.PROTOCOL, H.PROTOCOL,
+          "masked HE: the site's self-mask seed of the round and its pairwise seeds with sites missing from the sum; "
+          "they remove masks from the sum, never from one update"),
+    Field("unmask", "train", "claim", CLAIM_KEYS, H.PUBLIC, H.PUBLIC, "the signed claim over the revealed seeds"),
     Field("evaluate", "any", "site", ("site", "centre", "role"), H.PUBLIC, H.PUBLIC, "the site map"),
     Field("evaluate", "train", "counts", ("n_images",), H.EXACT, H.PUBLIC,
           "the number of validation units (images or subjects): a cohort size"),
@@ -144,7 +154,7 @@ def markdown_table() -> str:
         "|---|---|---|---|---|---|",
     ]
     for entry in FIELDS:
-        keys = ", ".join("every array" if key == "*" else f"`{key}`" for key in entry.keys)
+        keys = ", ".join("every entry" if key == "*" else f"`{key}`" for key in entry.keys)
         lines.append(
             f"| {entry.message} | {entry.role} | `{entry.record}`: {keys} | {entry.plain.value} | "
             f"{entry.dp.value} | {entry.why} |"

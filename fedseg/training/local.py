@@ -22,16 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.data.grouping import subject_ids
 from fedseg.data.sampling import KeySampler, StratifiedKeys, UniformKeys, step_loader
-from fedseg.devices import autocast
+from fedseg.devices import autocast, fast_layout, to_fast_layout
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
 from fedseg.models import ModelConfig, build_model, grad_sample_mode
 from fedseg.models.state import clean_state_dict, load_model_state, model_state
 from fedseg.privacy.accountant import SiteAccountant
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.privacy.engine import PrivateTraining, secret_seed
+from fedseg.privacy.engine import PrivateTraining, privacy_units, secret_seed
 from fedseg.training.config import OptimConfig
 from fedseg.training.mean_teacher import (
     MeanTeacherConfig,
@@ -48,10 +48,13 @@ HOOK_WARNING = "Full backward hook is firing when gradients are computed with re
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {
+    """The batch on ``device``, images in the memory layout the model was put in (``fast_layout``)."""
+    moved = {
         key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         for key, value in batch.items()
     }
+    moved["image"] = fast_layout(moved["image"], device)
+    return moved
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,14 @@ class LocalState:
     step: int = 0
     teacher: OrderedDict[str, torch.Tensor] | None = None
     privacy: SiteAccountant | None = None
+    optimizer: dict[str, Any] | None = None  # AdamW's moments: a site's next round continues them
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {
             "step": self.step,
             "teacher": self.teacher,
             "privacy": None if self.privacy is None else self.privacy.state_dict(),
+            "optimizer": self.optimizer,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -101,7 +106,12 @@ class LocalState:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         privacy = payload["privacy"]
         accountant = SiteAccountant.from_state_dict(privacy) if privacy is not None else None
-        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=accountant)
+        return cls(
+            step=int(payload["step"]),
+            teacher=payload["teacher"],
+            privacy=accountant,
+            optimizer=payload.get("optimizer"),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class LocalTrainer:
         *,
         model_config: ModelConfig,
         config: LocalConfig,
-        dataset: TrainingCrops,
+        dataset: CropDataset,
         device: torch.device,
         seed: int,
         planned_steps: int,
@@ -147,12 +157,14 @@ class LocalTrainer:
         self.config, self.dataset, self.device, self.seed, self.workers = config, dataset, device, seed, workers
         self.state = state or LocalState()
         self.schedule_steps = schedule_steps
-        self.student: nn.Module = build_model(model_config).to(device)
+        self.student: nn.Module = to_fast_layout(build_model(model_config).to(device), device)
         if initial_weights is not None:
             load_model_state(self.student, initial_weights)
         self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
         self.teacher = self._build_teacher() if config.mean_teacher is not None else None
         self.optimizer = build_optimizer(self.student, config.optim)
+        if self.state.optimizer is not None:
+            self.optimizer.load_state_dict(self.state.optimizer)
         self.private: PrivateTraining | None = None
         self.keys = self._build_sampler(planned_steps, model_config, subjects)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
@@ -182,15 +194,9 @@ class LocalTrainer:
         labelled, unlabelled = self._pools()
         return len(labelled) + (len(unlabelled) if self.config.mean_teacher is not None else 0)
 
-    def _units(self, pool: list[int], privacy: PrivacyConfig, subjects: Sequence[str] | None) -> list[list[int]]:
-        """The privacy units of the pool: one image each, or the images of each subject together."""
-        if privacy.unit == "image":
-            return [[index] for index in pool]
-        names = list(subjects) if subjects is not None else subject_ids(self.dataset.sources, {})
-        by_subject: dict[str, list[int]] = {}
-        for index in pool:
-            by_subject.setdefault(names[index], []).append(index)
-        return list(by_subject.values())
+    def _subjects(self, subjects: Sequence[str] | None) -> list[str]:
+        """The subject of each dataset index: given, or the known groupings of the images' file names."""
+        return list(subjects) if subjects is not None else subject_ids(self.dataset.sources, {})
 
     def _build_sampler(
         self, planned_steps: int, model_config: ModelConfig, subjects: Sequence[str] | None
@@ -210,7 +216,7 @@ class LocalTrainer:
         pool = labelled + unlabelled if self.config.mean_teacher is not None else labelled
         self.private = PrivateTraining.start(
             privacy,
-            units=self._units(pool, privacy, subjects),
+            units=privacy_units(pool, privacy.unit, self._subjects(subjects)),
             batch_size=self.config.batch_size,
             planned_steps=planned_steps,
             accountant=self.state.privacy,
@@ -338,4 +344,6 @@ class LocalTrainer:
 
     def export_state(self) -> LocalState:
         teacher = clean_state_dict(self.teacher.state_dict()) if self.teacher is not None else None
-        return LocalState(step=self.state.step, teacher=teacher, privacy=self.state.privacy)
+        return LocalState(
+            step=self.state.step, teacher=teacher, privacy=self.state.privacy, optimizer=self.optimizer.state_dict()
+        )

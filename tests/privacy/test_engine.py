@@ -12,13 +12,15 @@ import torch
 
 from fedseg.data.augment import AugmentConfig
 from fedseg.data.crops import CropConfig, TrainingCrops
+from fedseg.data.grouping import subject_ids
 from fedseg.data.layout import scan_centre
 from fedseg.data.loading import load_record
 from fedseg.data.sampling import PoissonKeys
 from fedseg.models import ModelConfig
 from fedseg.privacy import PrivacyBudgetTooLow, PrivacyConfig, default_delta
-from fedseg.privacy.engine import PrivateTraining, calibrated_accountant
+from fedseg.privacy.engine import PrivateTraining, calibrated_accountant, privacy_units
 from fedseg.training.local import LocalConfig, LocalTrainer
+from tests.conftest import RETINA, require_shared_data
 from tests.privacy.test_accountant import independent_epsilon
 
 TINY = ModelConfig(name="unet", options={"widths": [4, 8]})
@@ -73,6 +75,32 @@ def test_subject_level_dp_on_chase_db1_samples_both_eyes_together_and_matches_op
     expected = independent_epsilon([(accountant.noise_multiplier, 0.5, 3)], accountant.delta)
     assert stats.epsilon == pytest.approx(expected, rel=1e-9)
     assert private.ledger_row(site="CHASE_DB1", round=1, steps=3).unit == "subject"
+
+
+def test_on_all_of_chase_db1_a_child_is_one_unit_and_the_ledger_epsilon_is_opacus() -> None:
+    """The 28 images of CHASE_DB1 (14 children, two eyes each), file names only: 14 units of two eyes."""
+    require_shared_data()
+    records = scan_centre(RETINA, "CHASE_DB1")
+    subjects = subject_ids([(record.centre, record.stem) for record in records], {})
+    units = privacy_units(range(len(records)), "subject", subjects)
+    assert len(records) == 28 and len(units) == 14
+    assert all({records[i].stem[:-1] for i in unit} == {records[unit[0]].stem[:-1]} for unit in units)
+    assert all(sorted(records[i].stem[-1] for i in unit) == ["L", "R"] for unit in units)
+    private = PrivateTraining.start(
+        PrivacyConfig(epsilon=4.0, unit="subject"), units=units, batch_size=4, planned_steps=60
+    )
+    accountant = private.accountant
+    assert accountant.sample_rate == pytest.approx(4 / 28) and accountant.delta == default_delta(14)
+    sampler, eyes = private.sampler(), {i: next(u for u in units if i in u) for unit in units for i in unit}
+    for _ in range(200):
+        batch = {index for index, _ in sampler.keys_for_step(0)}
+        assert all(set(eyes[index]) <= batch for index in batch)  # a sampled child brings both eyes
+    for _ in range(60):
+        accountant.step()
+    row = private.ledger_row(site="CHASE_DB1", round=1, steps=60)
+    expected = independent_epsilon([(accountant.noise_multiplier, 4 / 28, 60)], default_delta(14))
+    assert (row.unit, row.steps, row.sampling_rate) == ("subject", 60, pytest.approx(4 / 28))
+    assert row.epsilon == pytest.approx(expected, rel=1e-9) and row.epsilon <= 4.0
 
 
 def test_too_small_an_epsilon_names_the_option_and_hopeless_noise_warns(
