@@ -11,7 +11,7 @@ from fedseg.data.layout import scan_centre
 from fedseg.data.loading import load_record
 from fedseg.models import ModelConfig, available_models, model_spec
 from fedseg.privacy import PrivacyConfig
-from fedseg.training.local import LocalConfig, LocalTrainer
+from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from tests.models.test_contract import config_for
 
@@ -87,3 +87,26 @@ def test_fedprox_pulls_toward_the_global_weights(crops: TrainingCrops) -> None:
         return sum(float((trainer.weights()[k] - start[k]).norm()) for k in start)
 
     assert drift(50.0) < drift(0.0)
+
+
+def test_under_dp_a_site_keeps_adamws_moments_and_its_accountant_between_rounds(crops: TrainingCrops) -> None:
+    """Round 2 starts from round 1's state bytes: the same AdamW moments (site-local, computed from noised
+    gradients: post-processing) and the same accountant, which goes on counting."""
+
+    def trainer(state: LocalState | None) -> LocalTrainer:
+        config = LocalConfig(batch_size=2, privacy=PrivacyConfig(epsilon=8.0))
+        model = ModelConfig(name="unet", options={"widths": [4, 8]})
+        return LocalTrainer(
+            model_config=model, config=config, dataset=crops, device=CPU, seed=0, planned_steps=4, state=state
+        )
+
+    first = trainer(None)
+    first.run(2)
+    state = LocalState.from_bytes(first.export_state().to_bytes())
+    moments = state.optimizer["state"]
+    assert moments and all(entry["step"] == 2 for entry in moments.values())
+    second = trainer(state)
+    restored = second.optimizer.original_optimizer.state_dict()["state"]
+    assert all(torch.equal(restored[k]["exp_avg"], moments[k]["exp_avg"]) for k in moments)
+    second.run(2)
+    assert second.private.accountant.steps == 4 and second.export_state().optimizer["state"][0]["step"] == 4
