@@ -143,7 +143,8 @@ def test_a_failing_site_is_left_out_and_the_round_goes_on(
 def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
     retina_crops: Path, tmp_path: Path, flower_home: Path
 ) -> None:
-    """The key ceremony's files (CKKS keys, node keys, site registry), then signed, masked, encrypted rounds."""
+    """The key ceremony's files (CKKS keys, node keys, site registry), then signed, masked, encrypted rounds of
+    DP updates (DP + HE: the sites' ledger rows reach the server beside their ciphertexts)."""
     from fedseg.crypto.checkpoint import decrypt_checkpoint
     from simulations.bench.he_overhead import credentials
 
@@ -154,6 +155,7 @@ def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
         "he-keys": str(keys / "he"),
         "registry": str(keys / "federation.json"),
         "node-keys": str(keys / "node-keys"),
+        "dp-epsilon": 20.0,
     }
     log = simulate(tiny_run_config(retina_crops, run, "STARE,AV-WIDE,heldout:CHASE_DB1", **encrypted))
     rounds = read_jsonl(run / "rounds.jsonl")
@@ -163,6 +165,10 @@ def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
         assert record["he"]["mode"] == "masked" and record["he"]["bytes_down"] > 0
         assert all(m["he_bytes_up"] > 0 for m in record["train"].values())
         assert record["heldout"]["CHASE_DB1"]["n_images"] == 4
+    ledger = read_jsonl(run / "privacy.jsonl")
+    assert {(e["site"], e["round"], e["kind"]) for e in ledger} == {
+        (s, r, "update") for s in ("STARE", "AV-WIDE") for r in (1, 2)
+    }
     assert (run / "checkpoints" / "last.he").exists() and not (run / "checkpoints" / "last.pt").exists()
     checkpoint = load_checkpoint(
         decrypt_checkpoint(run / "checkpoints" / "last.he", keys / "he" / "site.context", tmp_path / "last.pt")
