@@ -155,8 +155,10 @@ class SiteRuntime:
             "metrics": reply.metrics,
         }
         torch.save(payload, buffer)
-        atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
+        # State first: a site killed between the two writes trains the round again (and counts its privacy
+        # twice, which is safe) instead of replaying a stored reply whose privacy its accountant never saw.
         atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+        atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
 
     # -- federation calls -----------------------------------------------------------------------
     def plaintext(self, model: GlobalModel) -> Mapping[str, torch.Tensor]:
