@@ -367,7 +367,8 @@ class ContainerFederation:
         }
         if self.he:
             environment["FEDSEG_HE_KEYS"] = f"/keys/{SITE_FILE}"
-        options = [item for key, value in environment.items() for item in ("-e", f"{key}={value}")]
+        options = ["--restart", "unless-stopped"]  # as at a hospital: a crashed site comes back by itself
+        options += [item for key, value in environment.items() for item in ("-e", f"{key}={value}")]
         options += [
             "-v",
             f"{self.data}:/data:ro",
@@ -384,7 +385,7 @@ class ContainerFederation:
         while time.monotonic() < deadline:
             if text in self.logs(name)[after:]:
                 return time.time()
-            if "exited" in self.state(name):
+            if "exited" in self.state(name) and "unless-stopped" not in self.restart_policy(name):
                 break
             time.sleep(0.25)
         raise DockerError(f"{self.container(name)}: no {text!r} in its log:\n{self.logs(name)[-3000:]}")
@@ -405,13 +406,15 @@ class ContainerFederation:
     def state(self, name: str) -> str:
         return self.docker("inspect", "--format", "{{.State.Status}}", self.container(name), check=False).stdout
 
-    def kill(self, name: str) -> None:
-        self.docker("kill", self.container(name))
+    def restart_policy(self, name: str) -> str:
+        return self.docker("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", self.container(name)).stdout
 
-    def restart(self, name: str) -> float:
-        started = time.time()
-        self.docker("start", self.container(name))
-        return started
+    def crash(self, name: str) -> float:
+        """Kill every process of the container at once (a power cut, not ``docker kill``, which Docker
+        counts as a deliberate stop): its restart policy brings it back. Returns the time of the crash."""
+        crashed = time.time()
+        self.docker("exec", "--user", "0", self.container(name), "sh", "-c", "kill -KILL -1")
+        return crashed
 
     def stop(self, name: str) -> Stop:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -97,11 +98,10 @@ def test_the_site_image_runs_as_a_non_root_user_without_build_tools(docker: Dock
     config = inspect(docker, images["site"])["Config"]
     assert config["User"] == "site" and "/state" in config["Volumes"]
     assert config["Healthcheck"]["Test"][-3:] == ["-m", "fedseg.deploy.health", "site"]
-    probe = "id -u; for tool in gcc g++ cc make pip pip3; do command -v $tool || true; done; ls -A /root/.cache 2>&1"
-    completed = docker("run", "--rm", "--entrypoint", "sh", images["site"], "-c", probe)
-    lines = completed.stdout.split()
-    assert lines[0] == "10001", completed.stdout
-    assert not [line for line in lines[1:] if line.startswith("/")], f"build tools in the image: {completed.stdout}"
+    assert docker("run", "--rm", "--entrypoint", "id", images["site"], "-u").stdout.strip() == "10001"
+    probe = "command -v gcc g++ cc c++ make pip pip3; ls -d /root/.cache/* /tmp/* 2>/dev/null; true"
+    found = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", images["site"], "-c", probe).stdout.split()
+    assert found == [], f"build tools or caches in the image: {found}"
 
 
 def test_the_python_environment_is_one_layer_shared_by_both_images(docker: Docker, images: dict[str, str]) -> None:
@@ -116,13 +116,13 @@ def test_the_python_environment_is_one_layer_shared_by_both_images(docker: Docke
 
 
 @pytest.fixture(scope="module")
-def federation(
-    docker: Docker, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ContainerFederation]:
+def federation(docker: Docker, images: dict[str, str]) -> Iterator[ContainerFederation]:
     require_shared_data()
     names = [spec.removeprefix("heldout:") for spec in SITES]
+    work = REPO / "runs" / "container-test" / "work"  # kept after the run: the containers' logs are in work/logs
+    shutil.rmtree(work, ignore_errors=True)
     containers = ContainerFederation(
-        tmp_path_factory.mktemp("containers"),
+        work,
         data=RETINA,
         names=names,
         docker=docker,
@@ -183,10 +183,10 @@ def first_reply_seconds(federation: ContainerFederation, name: str) -> float:
     return next(at for at, text in lines if at >= received and "Sent successfully" in text) - received
 
 
-def test_a_site_killed_mid_round_and_restarted_rejoins_with_its_privacy_state(federation: ContainerFederation) -> None:
+def test_a_site_crashing_mid_round_comes_back_with_its_privacy_state(federation: ContainerFederation) -> None:
     after = len(federation.logs("AV-WIDE"))
     results: dict[str, Any] = {}
-    config = run_config("/runs/kill-restart", **{"num-server-rounds": 3, "round-timeout": 120.0, "dp-epsilon": 50.0})
+    config = run_config("/runs/crash", **{"num-server-rounds": 3, "round-timeout": 180.0, "dp-epsilon": 50.0})
     thread = threading.Thread(target=lambda: results.update(completed=federation.run(config)))
     thread.start()
     try:
@@ -194,22 +194,22 @@ def test_a_site_killed_mid_round_and_restarted_rejoins_with_its_privacy_state(fe
         federation.wait_for_log(
             "AV-WIDE", "Receiving: train message", after=len(federation.logs("AV-WIDE")), seconds=900
         )
-        federation.kill("AV-WIDE")  # a power cut at the hospital, while it trains round 2
         after = len(federation.logs("AV-WIDE"))
-        restarted_at = federation.restart("AV-WIDE")
-        seconds = federation.wait_for_log("AV-WIDE", ACTIVATED, after=after) - restarted_at
-        REPORT["site AV-WIDE: docker start after a kill to SuperNode accepted again, s"] = round(seconds, 1)
+        crashed = federation.crash("AV-WIDE")  # a power cut at the hospital while it trains round 2
+        seconds = federation.wait_for_log("AV-WIDE", ACTIVATED, after=after, seconds=600) - crashed
+        REPORT["site AV-WIDE: crash to its SuperNode accepted again (restart policy), s"] = round(seconds, 1)
     finally:
         thread.join(timeout=1800)
-    assert not thread.is_alive(), "the run hung after a site was killed"
+    assert not thread.is_alive(), "the run hung after a site crashed"
     completed = results["completed"]
-    run = fetch_run(federation, "/runs/kill-restart", completed)
+    run = fetch_run(federation, "/runs/crash", completed)
     rounds = read_jsonl(run / "rounds.jsonl")
     assert [r["round"] for r in rounds] == [1, 2, 3], completed.stdout[-3000:]
     assert all("STARE" in r["train"] for r in rounds) and all(r["heldout"]["CHASE_DB1"]["n_images"] > 0 for r in rounds)
-    assert "AV-WIDE" in rounds[0]["train"] and "AV-WIDE" not in rounds[1]["train"] and "AV-WIDE" in rounds[2]["train"]
+    assert "AV-WIDE" in rounds[0]["train"] and "AV-WIDE" in rounds[2]["train"]
+    REPORT["round 2 of the crash run, AV-WIDE"] = rounds[1]["left_out"].get("AV-WIDE", "trained")
     epsilon = {e["round"]: e["epsilon"] for e in read_jsonl(run / "privacy.jsonl") if e["site"] == "AV-WIDE"}
-    # Its accountant survived the kill on its state volume: epsilon goes on growing instead of starting over.
+    # Its accountant survived the crash on its state volume: epsilon goes on growing instead of starting over.
     assert epsilon[3] > epsilon[1], epsilon
 
 
