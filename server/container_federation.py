@@ -4,8 +4,8 @@
     python -m server.container_federation build           # the fedseg-site and fedseg-superlink images
     python -m server.container_federation run --sites STARE,AV-WIDE,heldout:CHASE_DB1 --data ../shared/data/retina
 
-The containers are those a federation deploys: TLS, SuperNode authentication, the images read-only,
-each container's secrets and state on its own volume, health checks. ``make container-test``
+The containers are those a federation deploys: TLS, SuperNode authentication, the hospitals' images
+mounted read-only, each container's secrets and state on its own volume, health checks. ``make container-test``
 (tests/deployment/test_containers.py) runs on top of this module; ``server.local_federation`` is the
 same rehearsal with plain processes.
 
@@ -106,14 +106,14 @@ class Docker:
 
 
 # --- images ------------------------------------------------------------------------------------------------
-def debian_mirror(suite: str = "bookworm") -> str:
+def debian_mirror(suite: str = "bookworm", apt: Path = Path("/etc/apt")) -> str:
     """The Debian mirror apt uses for ``suite`` (deb822 .sources files or sources.list), else deb.debian.org."""
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
         for stanza in path.read_text().split("\n\n"):
             fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and line[0] != "#")
             if suite in fields.get("Suites", "").split() and "main" in fields.get("Components", "").split():
                 return fields["URIs"].split()[0]
-    sources = Path("/etc/apt/sources.list")
+    sources = apt / "sources.list"
     for line in sources.read_text().splitlines() if sources.exists() else []:
         parts = line.split()
         if len(parts) >= 4 and parts[0] == "deb" and parts[2] == suite and "main" in parts[3:]:
@@ -125,9 +125,7 @@ def ensure_base_image(docker: Docker, tag: str = DEBIAN_BASE, *, suite: str = "b
     """Make ``tag`` (Debian ``suite`` with python3 and its venv module) unless it exists; True if made."""
     if docker.has_image(tag):
         return False
-    debootstrap = shutil.which("debootstrap") or (
-        "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
-    )
+    debootstrap = shutil.which("debootstrap", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if debootstrap is None or os.geteuid() != 0:
         raise DockerError(
             f"base image {tag} is missing and cannot be made here: it needs root and debootstrap "
@@ -142,18 +140,23 @@ def ensure_base_image(docker: Docker, tag: str = DEBIAN_BASE, *, suite: str = "b
         )
         if completed.returncode != 0:
             raise DockerError(f"debootstrap failed: {completed.stdout[-2000:]}{completed.stderr[-2000:]}")
-        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
-            for entry in (rootfs / leftover).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
-                elif entry.is_dir() and entry.name != "partial":
-                    shutil.rmtree(entry)
+        _strip(rootfs)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run([docker.binary, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
         tar.wait()
         if imported.returncode != 0 or tar.returncode != 0:
             raise DockerError(f"docker import {tag} failed: {imported.stderr[-2000:]}")
     return True
+
+
+def _strip(rootfs: Path) -> None:
+    """Leave out what a base image never needs: downloaded packages, package lists, documentation."""
+    for folder in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+        for entry in (rootfs / folder).glob("*"):
+            if entry.is_dir() and entry.name != "partial":
+                shutil.rmtree(entry)
+            elif entry.is_file():
+                entry.unlink()
 
 
 def ca_bundle() -> Path | None:
@@ -256,11 +259,10 @@ class ContainerFederation:
         self.docker("volume", "create", volume)
         self.volumes.append(volume)
         if files:
-            stage = self.work / "volumes" / name
-            stage.mkdir(parents=True, exist_ok=True)
-            for target, source in files.items():
-                shutil.copyfile(source, stage / target)
-            script = f"cp -R /src/. /dst/ && chown -R {CONTAINER_UID}:{CONTAINER_UID} /dst && chmod -R u=rwX,go= /dst"
+            mounts = [
+                item for target, source in files.items() for item in ("-v", f"{source.resolve()}:/src/{target}:ro")
+            ]
+            script = f"cp /src/* /dst/ && chown -R {CONTAINER_UID}:{CONTAINER_UID} /dst && chmod -R u=rwX,go= /dst"
             self.docker(
                 "run",
                 "--rm",
@@ -268,8 +270,7 @@ class ContainerFederation:
                 "0",
                 "--entrypoint",
                 "sh",
-                "-v",
-                f"{stage}:/src:ro",
+                *mounts,
                 "-v",
                 f"{volume}:/dst",
                 self.site_image,
@@ -521,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(args, docker)
     except DockerError as error:
         print(f"fedseg containers: {error}", file=sys.stderr)
+        return 1
+    except FileExistsError as error:
+        print(f"fedseg containers: {error}; remove the work folder or pass another --work", file=sys.stderr)
         return 1
 
 

@@ -49,8 +49,9 @@ def run_config(out: str, **extra: object) -> dict[str, Any]:
         "site-map": ",".join(SITES),
         "out": out,
         "num-server-rounds": 2,
-        "local-steps": 2,
-        "batch-size": 2,
+        "local-steps": 20,
+        "batch-size": 4,
+        "lr": 0.01,
         "crop-size": 64,
         "resize": 256,
         "tile-size": 256,
@@ -162,10 +163,10 @@ def test_two_encrypted_rounds_score_the_held_out_site(federation: ContainerFeder
         assert set(record["train"]) == {"STARE", "AV-WIDE"} and record["left_out"] == {}
         heldout = record["heldout"]["CHASE_DB1"]
         assert heldout["n_images"] == len(list((RETINA / "CHASE_DB1" / "images").iterdir()))
-        assert 0.0 <= heldout["dice"] <= 1.0 and record["he"]["bytes_down"] > 0
-    REPORT["held-out CHASE_DB1 Dice after 2 rounds (2 steps each, tiny model)"] = round(
-        rounds[-1]["heldout"]["CHASE_DB1"]["dice"], 4
-    )
+        assert heldout["counts"]["tp"] + heldout["counts"]["fn"] > 0 and record["he"]["bytes_down"] > 0
+    dice = rounds[-1]["heldout"]["CHASE_DB1"]["dice"]
+    REPORT["held-out CHASE_DB1 Dice after 2 rounds (20 local steps each, tiny model, 256 px)"] = round(dice, 3)
+    assert dice > 0.05, "the federated model learnt nothing the held-out hospital can see"
     assert (run / "checkpoints" / "last.he").exists() and not (run / "checkpoints" / "last.pt").exists()
     for name in ("STARE", "AV-WIDE", "CHASE_DB1"):
         log = federation.logs(name)

@@ -1,0 +1,43 @@
+"""What server.container_federation decides without Docker: the apt mirror, and who holds which key file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedseg.crypto.keys import SERVER_FILE, SITE_FILE
+from server.container_federation import debian_mirror, make_credentials
+
+DEB822 = """Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://mirror.example.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_debootstrap_uses_the_mirror_apt_uses(tmp_path: Path) -> None:
+    assert debian_mirror("bookworm", tmp_path) == "http://deb.debian.org/debian"  # nothing configured
+    (tmp_path / "sources.list").write_text("deb http://old.example.org/debian bookworm main contrib\n")
+    assert debian_mirror("bookworm", tmp_path) == "http://old.example.org/debian"
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
+    assert debian_mirror("bookworm", tmp_path) == "http://mirror.example.org/debian"
+    assert debian_mirror("bookworm-security", tmp_path) == "http://mirror.example.org/debian-security"
+
+
+def test_the_aggregator_never_gets_the_secret_key_and_each_site_only_its_own_node_key(tmp_path: Path) -> None:
+    credentials = make_credentials(tmp_path, ["STARE", "AV-WIDE"], he=True, hosts=["superlink", "127.0.0.1"])
+    assert set(credentials.aggregator_files()) == {SERVER_FILE}
+    assert set(credentials.superlink_files()) == {"ca.crt", "server.pem", "server.key"}
+    stare = credentials.site_files("STARE")
+    assert set(stare) == {"ca.crt", "node.key", SITE_FILE}
+    assert stare["node.key"] == credentials.node_keys["STARE"][0] != credentials.site_files("AV-WIDE")["node.key"]
+    assert all(path.is_file() for path in [*stare.values(), *credentials.aggregator_files().values()])
+    plaintext = make_credentials(tmp_path / "no-he", ["STARE"], he=False, hosts=["superlink"])
+    assert plaintext.aggregator_files() == {} and SITE_FILE not in plaintext.site_files("STARE")
