@@ -21,12 +21,17 @@ from fedseg.data.crops import CropConfig
 from fedseg.data.splits import SplitConfig
 from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP, default_tile_size
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.training.config import OptimConfig
+from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
+from fedseg.training.config import SCHEDULES, OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.volumes.config import VolumeConfig
+from fedseg.volumes.plan import volume_mode
 
 STRATEGIES = ("fedavg", "fedprox")
 
@@ -48,6 +53,10 @@ class FederationConfig:
     resize: int = 0
     crop_size: int = 256
     foreground_probability: float = 0.5
+    normalisation: str = "image"
+    volumes: bool = False
+    volume_spacing: float = 0.0
+    patch_slices: int = 8
     augment: str = "strong"
     val_fraction: float = 0.15
     test_fraction: float = 0.0
@@ -57,6 +66,7 @@ class FederationConfig:
     local_steps: int = 50
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = "onecycle"
     weight_decay: float = 1e-4
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -68,10 +78,13 @@ class FederationConfig:
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
     tile_size: int = 0
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     threshold: float = 0.5
     he: bool = False
     he_keys: str = ""
+    tracking: str = DEFAULT_TRACKING
+    registry: str = ""
+    node_keys: str = ""
 
     def __post_init__(self) -> None:
         positive = ("num_server_rounds", "min_train_sites", "evaluate_every", "local_steps", "batch_size")
@@ -80,12 +93,21 @@ class FederationConfig:
                 raise ConfigError(f"run config '{_key(name)}' must be >= 1, got {getattr(self, name)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"run config 'strategy' must be one of {STRATEGIES}, got '{self.strategy}'")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"run config 'lr-schedule' must be one of {SCHEDULES}, got '{self.lr_schedule}'")
         if self.round_timeout <= 0:
             raise ConfigError(f"run config 'round-timeout' must be > 0, got {self.round_timeout}")
         if self.dp_epsilon < 0 or self.dp_delta < 0:
             raise ConfigError("run config 'dp-epsilon' and 'dp-delta' must be >= 0 (0: off / default)")
+        TrackingConfig.parse(self.tracking)
         self.sites  # noqa: B018  (parse the site map now, so a bad one fails at start)
         self.model_config  # noqa: B018
+        try:
+            self.data_config(Path("."), ("check",))
+        except ValueError as error:
+            raise ConfigError(f"run config: {error}") from None
+        if self.model_config.spatial_dims == 3 and not self.volumes:
+            raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -138,6 +160,7 @@ class FederationConfig:
             centres=centres,
             channels=self.channels,
             resize=self.resize or None,
+            normalisation=self.normalisation,
             crop=CropConfig(size=self.crop_size, foreground_probability=self.foreground_probability),
             augment=AugmentConfig.preset(self.augment),
             split=SplitConfig(
@@ -146,6 +169,18 @@ class FederationConfig:
                 test_fraction=self.test_fraction,
                 label_fraction=self.label_fraction,
             ),
+            volume=VolumeConfig(spacing=self.volume_spacing or None, patch_slices=self.patch_slices),
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the global model's inputs are prepared (written into its checkpoints)."""
+        return Preprocessing(
+            channels=self.channels,
+            resize=self.resize or None,
+            normalisation=self.normalisation,
+            mode=volume_mode(self.model_config.spatial_dims) if self.volumes else "2d",
+            spacing=self.volume_spacing or None,
         )
 
     @property
@@ -170,7 +205,7 @@ class FederationConfig:
             )
         return LocalConfig(
             loss=LossConfig(),
-            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule="constant"),
+            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule=self.lr_schedule),
             batch_size=self.batch_size,
             mean_teacher=teacher,
             privacy=self.privacy,
@@ -178,9 +213,16 @@ class FederationConfig:
         )
 
     @property
+    def schedule_steps(self) -> int:
+        """Steps a site's learning-rate schedule spans: every planned round's local steps."""
+        return self.num_server_rounds * self.local_steps
+
+    @property
     def inference_config(self) -> InferenceConfig:
         return InferenceConfig(
-            tile_size=self.tile_size or 2 * self.crop_size, overlap=self.overlap, threshold=self.threshold
+            tile_size=self.tile_size or default_tile_size(self.crop_size),
+            overlap=self.overlap,
+            threshold=self.threshold,
         )
 
     def to_run_config(self) -> dict[str, Any]:

@@ -2,12 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from fedseg.federation import site_runtime
 from fedseg.federation.config import FederationConfig
-from fedseg.federation.site_runtime import SiteRuntime, global_digest
+from fedseg.federation.site_runtime import SiteRuntime
 from fedseg.federation.sites import parse_site
 from fedseg.models import build_model
 from fedseg.models.state import model_state
@@ -43,30 +41,6 @@ def test_a_repeated_round_gets_the_same_reply_and_spends_no_privacy(retina_crops
     second = site.train(2, first.weights)
     assert second.metrics["epsilon"] > first.metrics["epsilon"]
     assert (tmp_path / "state.bin").stat().st_mode & 0o777 == 0o600
-
-
-def test_a_site_killed_while_saving_never_replays_an_unaccounted_reply(
-    retina_crops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    site = _runtime(retina_crops, tmp_path)
-    weights = model_state(build_model(site.config.model_config))
-    writes = []
-
-    def killed_at_the_second_write(path: Path, data: bytes, *, mode: int | None = None) -> Path:
-        if writes:
-            raise KeyboardInterrupt("killed")  # the container is killed between the two files
-        writes.append(path)
-        return atomic_write_bytes(path, data, mode=mode)
-
-    atomic_write_bytes = site_runtime.atomic_write_bytes
-    monkeypatch.setattr(site_runtime, "atomic_write_bytes", killed_at_the_second_write)
-    with pytest.raises(KeyboardInterrupt):
-        site.train(1, weights)
-    monkeypatch.undo()
-    restarted = _runtime(retina_crops, tmp_path)
-    if restarted._cached_reply(1, global_digest(weights)) is not None:
-        assert restarted.privacy_spent() is not None, "a stored reply whose privacy the accountant never saw"
-    assert restarted.train(1, weights).metrics["epsilon"] >= site.privacy_spent()["epsilon"] > 0
 
 
 def test_describe_and_evaluate(retina_crops: Path, tmp_path: Path) -> None:
