@@ -34,6 +34,7 @@ import tomli_w
 import tomllib
 
 from fedseg.crypto.keys import SERVER_FILE, SITE_FILE, generate_keys
+from fedseg.crypto.registry import build_registry, write_registry
 from fedseg.deploy.credentials import CertificatePaths, make_certificates, make_node_key
 from fedseg.deploy.health import problem_with
 from fedseg.federation.sites import parse_site
@@ -45,6 +46,7 @@ CONTAINER_UID = 10001  # the images' non-root user (site, aggregator)
 CONNECTION = "fedseg-containers"
 SUPERLINK_HOST, SUPERLINK_PORT = "superlink", 9091
 ACTIVATED = "SuperNode ID:"  # flower-supernode's log line once the SuperLink accepted its key
+REGISTRY_FILE = "federation.json"  # the public site registry, at the aggregator and at every site
 
 
 class DockerError(RuntimeError):
@@ -187,12 +189,14 @@ def build_image(
 # --- credentials: the one place that makes the federation's keys --------------------------------------------
 @dataclass(frozen=True)
 class Credentials:
-    """Who holds which file: the SuperLink (TLS), the aggregator (HE parameters only) and each site."""
+    """Who holds which file: the SuperLink (TLS), the aggregator (HE parameters and the site registry)
+    and each site (its own node key; with HE the site context and the registry, to sign and mask)."""
 
     certs: CertificatePaths
     node_keys: Mapping[str, tuple[Path, Path]]  # site name -> (private key, public key to register)
     site_context: Path | None
     server_context: Path | None
+    registry: Path | None = None  # public: the sites' node public keys (`fedseg registry`)
 
     def superlink_files(self) -> dict[str, Path]:
         return {
@@ -202,21 +206,27 @@ class Credentials:
         }
 
     def aggregator_files(self) -> dict[str, Path]:
-        return {SERVER_FILE: self.server_context} if self.server_context is not None else {}
+        return {**self._optional(SERVER_FILE, self.server_context), **self._optional(REGISTRY_FILE, self.registry)}
 
     def site_files(self, name: str) -> dict[str, Path]:
         files = {"ca.crt": self.certs.ca_certificate, "node.key": self.node_keys[name][0]}
-        return {**files, SITE_FILE: self.site_context} if self.site_context is not None else files
+        return {**files, **self._optional(SITE_FILE, self.site_context), **self._optional(REGISTRY_FILE, self.registry)}
+
+    @staticmethod
+    def _optional(name: str, path: Path | None) -> dict[str, Path]:
+        return {name: path} if path is not None else {}
 
 
 def make_credentials(work: Path, names: Sequence[str], *, he: bool, hosts: Sequence[str]) -> Credentials:
-    """The key ceremony of the dry run: TLS certificates, one node key per site, the HE key set."""
+    """The key ceremony of the dry run: TLS certificates, one node key per site; with HE the CKKS key set
+    and the site registry of the node public keys (updates signed and masked, as in a deployment)."""
     certs = make_certificates(work / "certs", list(hosts))
     node_keys = {name: make_node_key(work / "node-keys", name) for name in names}
     if not he:
         return Credentials(certs, node_keys, None, None)
     generate_keys(work / "he")
-    return Credentials(certs, node_keys, work / "he" / SITE_FILE, work / "he" / SERVER_FILE)
+    registry = write_registry(work / REGISTRY_FILE, build_registry([public for _, public in node_keys.values()]))
+    return Credentials(certs, node_keys, work / "he" / SITE_FILE, work / "he" / SERVER_FILE, registry)
 
 
 # --- the federation -------------------------------------------------------------------------------------------
@@ -367,7 +377,7 @@ class ContainerFederation:
             "OMP_NUM_THREADS": "1",
         }
         if self.he:
-            environment["FEDSEG_HE_KEYS"] = f"/keys/{SITE_FILE}"
+            environment.update(FEDSEG_HE_KEYS=f"/keys/{SITE_FILE}", FEDSEG_REGISTRY=f"/keys/{REGISTRY_FILE}")
         options = ["--restart", "unless-stopped"]  # as at a hospital: a crashed site comes back by itself
         options += [item for key, value in environment.items() for item in ("-e", f"{key}={value}")]
         options += [
@@ -426,7 +436,8 @@ class ContainerFederation:
     # -- runs --
     def run(self, run_config: Mapping[str, Any], *, timeout: float = 1200) -> subprocess.CompletedProcess:
         """``flwr run`` the repository's app; the run writes under ``/runs`` in the SuperLink container."""
-        config = {**run_config, **({"he": True, "he-keys": "/aggregator"} if self.he else {})}
+        encrypted = {"he": True, "he-keys": "/aggregator", "registry": f"/aggregator/{REGISTRY_FILE}"}
+        config = {**run_config, **(encrypted if self.he else {})}
         path = self.work / f"run-config-{time.time_ns()}.toml"
         path.write_text(tomli_w.dumps(config))
         return subprocess.run(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedseg.crypto.keys import SERVER_FILE, SITE_FILE
-from server.container_federation import debian_mirror, make_credentials
+from fedseg.crypto.registry import load_registry
+from server.container_federation import REGISTRY_FILE, debian_mirror, make_credentials
 
 DEB822 = """Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
@@ -33,11 +34,15 @@ def test_debootstrap_uses_the_mirror_apt_uses(tmp_path: Path) -> None:
 
 def test_the_aggregator_never_gets_the_secret_key_and_each_site_only_its_own_node_key(tmp_path: Path) -> None:
     credentials = make_credentials(tmp_path, ["STARE", "AV-WIDE"], he=True, hosts=["superlink", "127.0.0.1"])
-    assert set(credentials.aggregator_files()) == {SERVER_FILE}
+    assert set(credentials.aggregator_files()) == {SERVER_FILE, REGISTRY_FILE}
     assert set(credentials.superlink_files()) == {"ca.crt", "server.pem", "server.key"}
     stare = credentials.site_files("STARE")
-    assert set(stare) == {"ca.crt", "node.key", SITE_FILE}
+    assert set(stare) == {"ca.crt", "node.key", SITE_FILE, REGISTRY_FILE}
+    registry = load_registry(credentials.aggregator_files()[REGISTRY_FILE])
+    assert stare[REGISTRY_FILE] == credentials.aggregator_files()[REGISTRY_FILE]  # the same public file for all
+    assert set(registry.sites) == {"STARE", "AV-WIDE"}
+    assert registry.sites["STARE"].public_key == credentials.node_keys["STARE"][1].read_text().strip()
     assert stare["node.key"] == credentials.node_keys["STARE"][0] != credentials.site_files("AV-WIDE")["node.key"]
     assert all(path.is_file() for path in [*stare.values(), *credentials.aggregator_files().values()])
     plaintext = make_credentials(tmp_path / "no-he", ["STARE"], he=False, hosts=["superlink"])
-    assert plaintext.aggregator_files() == {} and SITE_FILE not in plaintext.site_files("STARE")
+    assert plaintext.aggregator_files() == {} and set(plaintext.site_files("STARE")) == {"ca.crt", "node.key"}
