@@ -142,7 +142,7 @@ def ensure_base_image(docker: Docker, tag: str = DEBIAN_BASE, *, suite: str = "b
         )
         if completed.returncode != 0:
             raise DockerError(f"debootstrap failed: {completed.stdout[-2000:]}{completed.stderr[-2000:]}")
-        _strip(rootfs)
+        strip_rootfs(rootfs)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run([docker.binary, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
         tar.wait()
@@ -151,14 +151,14 @@ def ensure_base_image(docker: Docker, tag: str = DEBIAN_BASE, *, suite: str = "b
     return True
 
 
-def _strip(rootfs: Path) -> None:
+def strip_rootfs(rootfs: Path) -> None:
     """Leave out what a base image never needs: downloaded packages, package lists, documentation."""
     for folder in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
         for entry in (rootfs / folder).glob("*"):
-            if entry.is_dir() and entry.name != "partial":
-                shutil.rmtree(entry)
-            elif entry.is_file():
+            if entry.is_symlink() or entry.is_file():  # Debian links some doc folders to others
                 entry.unlink()
+            elif entry.is_dir() and entry.name != "partial":
+                shutil.rmtree(entry)
 
 
 def ca_bundle() -> Path | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fedseg.crypto.keys import SERVER_FILE, SITE_FILE
 from fedseg.crypto.registry import load_registry
-from server.container_federation import REGISTRY_FILE, debian_mirror, make_credentials
+from server.container_federation import REGISTRY_FILE, debian_mirror, make_credentials, strip_rootfs
 
 DEB822 = """Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
@@ -30,6 +30,20 @@ def test_debootstrap_uses_the_mirror_apt_uses(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     assert debian_mirror("bookworm", tmp_path) == "http://mirror.example.org/debian"
     assert debian_mirror("bookworm-security", tmp_path) == "http://mirror.example.org/debian-security"
+
+
+def test_the_base_image_leaves_out_docs_and_package_caches_links_included(tmp_path: Path) -> None:
+    docs, archives = tmp_path / "usr/share/doc", tmp_path / "var/cache/apt/archives"
+    (docs / "python3.11").mkdir(parents=True)
+    (docs / "python3.11" / "copyright").write_text("text")
+    (docs / "libpython3.11").symlink_to("python3.11")  # as Debian links the docs of related packages
+    (archives / "partial").mkdir(parents=True)
+    (archives / "python3.deb").write_bytes(b"deb")
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/python3").write_text("kept")
+    strip_rootfs(tmp_path)
+    assert list(docs.iterdir()) == [] and [p.name for p in archives.iterdir()] == ["partial"]
+    assert (tmp_path / "usr/bin/python3").read_text() == "kept"
 
 
 def test_the_aggregator_never_gets_the_secret_key_and_each_site_only_its_own_node_key(tmp_path: Path) -> None:
