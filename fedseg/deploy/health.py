@@ -1,4 +1,8 @@
-"""The containers' health checks: ``python -m fedseg.deploy.health site`` or ``... superlink``.
+"""The containers' health checks: ``python -I fedseg/deploy/health.py site`` or ``... superlink``.
+
+The images run this file, not the module (``python -m fedseg.deploy.health``, which works too):
+importing the ``fedseg`` package configures the runtime and so imports torch, seconds that a busy
+host turns into a failed check. This file therefore imports nothing but the standard library.
 
 ``site``: the SuperNode's local runtime API answers (``http://127.0.0.1:$FEDSEG_PORT/health``) and the
 SuperLink answers at ``$FEDSEG_SUPERLINK`` over TLS, verified against ``$FEDSEG_CA``: the site is up and

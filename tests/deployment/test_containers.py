@@ -99,7 +99,7 @@ def inspect(docker: Docker, image: str) -> dict[str, Any]:
 def test_the_site_image_runs_as_a_non_root_user_without_build_tools(docker: Docker, images: dict[str, str]) -> None:
     config = inspect(docker, images["site"])["Config"]
     assert config["User"] == "site" and "/state" in config["Volumes"]
-    assert config["Healthcheck"]["Test"][-3:] == ["-m", "fedseg.deploy.health", "site"]
+    assert config["Healthcheck"]["Test"][-2:] == ["/opt/fedseg/fedseg/deploy/health.py", "site"]
     assert docker("run", "--rm", "--entrypoint", "id", images["site"], "-u").stdout.strip() == "10001"
     probe = "command -v gcc g++ cc c++ make pip pip3; ls -d /root/.cache/* /tmp/* 2>/dev/null; true"
     found = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", images["site"], "-c", probe).stdout.split()

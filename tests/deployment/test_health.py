@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import certifi
 import pytest
 
+from fedseg.deploy import health
 from fedseg.deploy.credentials import CertificatePaths, make_certificates
 from fedseg.deploy.health import main, site_problems
 
@@ -83,3 +86,15 @@ def test_the_superlink_check_sets_the_exit_status(endpoints: Endpoints, capsys: 
     assert main(["superlink", "--port", str(down), "--ca", ca]) == 1
     healthy, unhealthy = capsys.readouterr().out.splitlines()
     assert healthy == "healthy" and unhealthy.startswith(f"unhealthy: https://127.0.0.1:{down}/health: ")
+
+
+def test_the_images_check_runs_the_file_without_importing_fedseg_or_torch(endpoints: Endpoints) -> None:
+    """As the Dockerfiles' HEALTHCHECK runs it: importing the package would import torch (seconds)."""
+    ca = str(endpoints.certs.ca_certificate)
+    command = [sys.executable, "-I", "-X", "importtime", health.__file__, "superlink", "--ca", ca]
+    completed = subprocess.run([*command, "--port", str(endpoints.superlink_port)], capture_output=True, text=True)
+    assert completed.returncode == 0 and completed.stdout == "healthy\n", completed.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in completed.stderr.splitlines() if "|" in line}
+    assert not imported & {"fedseg", "torch", "numpy"}, sorted(imported)
+    down = subprocess.run([*command, "--port", str(closed_port())], capture_output=True, text=True)
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy: ")
