@@ -19,7 +19,7 @@ from fedseg.data.reading import read_mask
 from fedseg.data.splits import SplitConfig, split_centre
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.sites import Shard, SiteSpec
-from fedseg.training.data import load_images
+from fedseg.training.data import check_images, load_images
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ def load_site_data(spec: SiteSpec, root: Path, config: FederationConfig, *, prog
         raise DataError(f"site '{spec.name}' has no labelled training images; raise 'label-fraction' or add masks")
     data = config.data_config(root, (spec.centre,))
     images = load_images(chosen.train, data, labelled=set(chosen.labelled), progress=progress)
+    check_images(chosen.evaluation, data, progress=progress)  # its validation images: fail now, not at round end
     crops = TrainingCrops(images, crop=data.crop, augment=data.augment, normalisation=data.normalisation)
     n_labelled = int(crops.labelled.sum())
     return SiteData(spec, crops, chosen.evaluation, n_labelled, len(images) - n_labelled)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from fedseg.data.errors import DataError
@@ -18,8 +19,10 @@ from fedseg.files import atomic_write_bytes
 from fedseg.inference.crf import refine
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.models.checkpoint import load_checkpoint
+from fedseg.outputs import OutputConflict, check_output_folder, check_planned_outputs, inputs_protected
 
 logger = logging.getLogger(__name__)
+OUTPUT_TAG = "fedseg"  # a PNG text chunk in every file predict writes
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,30 @@ class PredictReport:
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
+    """A PNG that says it was written by ``fedseg predict`` (a later run may replace it, nothing else)."""
+    info = PngInfo()
+    info.add_text(OUTPUT_TAG, "predict")
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def _written_by_predict(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.info.get(OUTPUT_TAG) == "predict"
+    except Exception:  # anything unreadable is not ours
+        return False
+
+
+def check_replaceable(planned: list[tuple[Path, Path]]) -> None:
+    """Refuse outputs that exist and were not written by ``fedseg predict`` (e.g. ground-truth masks)."""
+    foreign = sorted(out.name for out, _ in planned if out.exists() and not _written_by_predict(out))
+    if foreign:
+        raise OutputConflict(
+            f"{planned[0][0].parent} holds {len(foreign)} file(s) that fedseg predict did not write and would "
+            f"replace ({', '.join(foreign[:5])}). Choose an empty or new --out; nothing was written."
+        )
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -53,24 +77,47 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
+def planned_outputs(config: PredictConfig, files: list[Path]) -> list[tuple[Path, Path]]:
+    """(output, image) pairs: ``<stem>.png`` and, with probabilities, ``<stem>_prob.png`` per image."""
+    planned = [(config.out / f"{path.stem}.png", path) for path in files]
+    if config.probabilities:
+        planned += [(config.out / f"{path.stem}_prob.png", path) for path in files]
+    return planned
+
+
 def predict_folder(config: PredictConfig, *, progress: bool = True) -> PredictReport:
-    """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image."""
+    """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image.
+
+    Refused before anything is written: an output folder that is the image folder, and outputs that
+    would collide (``a.png`` and ``a.jpg``), replace an input, or replace a file predict did not write.
+    """
+    files = image_files(config.images)
+    check_output_folder(config.out, [config.images])
+    planned = planned_outputs(config, files)
+    check_planned_outputs(planned, inputs=[*files, config.checkpoint])
+    check_replaceable(planned)
     checkpoint = load_checkpoint(config.checkpoint)
     predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     written, failures = [], []
-    for path in tqdm(image_files(config.images), desc="predict", unit="img", disable=None if progress else True):
-        try:
-            image = read_image(path, channels=predictor.preprocessing.channels)
-        except DataError as error:
-            logger.error("skipped: %s", error)
-            failures.append(str(error))
-            continue
-        probabilities = predictor.probabilities(image)
-        if config.inference.crf is not None:
-            probabilities = refine(image, probabilities, config.inference.crf)
-        mask = (probabilities > config.inference.threshold).astype(np.uint8) * 255
-        written.append(atomic_write_bytes(config.out / f"{path.stem}.png", _png_bytes(mask)))
-        if config.probabilities:
-            scaled = np.round(np.clip(probabilities, 0, 1) * 255).astype(np.uint8)
-            written.append(atomic_write_bytes(config.out / f"{path.stem}_prob.png", _png_bytes(scaled)))
+    with inputs_protected(files=[*files, config.checkpoint], folders=[config.images]):
+        for path in tqdm(files, desc="predict", unit="img", disable=None if progress else True):
+            try:
+                image = read_image(path, channels=predictor.preprocessing.channels)
+            except DataError as error:
+                logger.error("skipped: %s", error)
+                failures.append(str(error))
+                continue
+            written += _predict_one(config, predictor, path, image)
     return PredictReport(written=written, failures=failures)
+
+
+def _predict_one(config: PredictConfig, predictor: Predictor, path: Path, image: np.ndarray) -> list[Path]:
+    probabilities = predictor.probabilities(image)
+    if config.inference.crf is not None:
+        probabilities = refine(image, probabilities, config.inference.crf)
+    mask = (probabilities > config.inference.threshold).astype(np.uint8) * 255
+    written = [atomic_write_bytes(config.out / f"{path.stem}.png", _png_bytes(mask))]
+    if config.probabilities:
+        scaled = np.round(np.clip(probabilities, 0, 1) * 255).astype(np.uint8)
+        written.append(atomic_write_bytes(config.out / f"{path.stem}_prob.png", _png_bytes(scaled)))
+    return written

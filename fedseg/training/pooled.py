@@ -15,7 +15,6 @@ Run folder::
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from fedseg.configuration import ConfigError
 from fedseg.data.crops import TrainingCrops
+from fedseg.data.layout import data_folders
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
-from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json
+from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
 from fedseg.inference.predictor import Predictor
+from fedseg.integrity import DamagedFileError, sealed
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import unwrap
+from fedseg.outputs import check_output_folder, inputs_protected
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.training.run_folder import StartPlan, load_resume_point, plan_start
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +62,6 @@ class RunFolder:
         self.last = self.root / "checkpoints" / "last.pt"
         self.best = self.root / "checkpoints" / "best.pt"
         self.resume = self.root / "checkpoints" / "resume.pt"
-
-
-def _check_run_folder(config: TrainConfig, run: RunFolder, resume: bool) -> None:
-    if resume:
-        if not run.resume.exists():
-            raise ConfigError(f"{run.root}: nothing to resume (no checkpoints/resume.pt). Drop --resume to start.")
-        saved = json.loads(run.config.read_text())
-        current = config.to_json()
-        changed = sorted(k for k in current if k != "steps" and saved.get(k) != current.get(k))
-        if changed:
-            raise ConfigError(f"{run.root}: --resume needs the same settings as the run it resumes; changed: {changed}")
-    elif run.resume.exists() or run.log.exists():
-        raise ConfigError(f"{run.root}: holds a run already. Pass --resume to continue it, or choose another --out.")
 
 
 def preprocessing_of(config: TrainConfig) -> Preprocessing:
@@ -110,18 +99,16 @@ class PooledTrainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
         self.config, self.progress = config, progress
         self.folder = RunFolder(config.out)
-        _check_run_folder(config, self.folder, resume)
-        self.folder.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.folder.config, config.to_json())
+        plan = self._plan(resume)
+        saved = load_resume_point(plan.resume_point) if plan.resume_point else None
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
-            config.data, self.folder.manifest, include_unlabelled=config.mean_teacher is not None, progress=progress
+            config.data, plan.saved_manifest, include_unlabelled=config.mean_teacher is not None, progress=progress
         )
         dataset = TrainingCrops(
             self.data.train, crop=config.data.crop, augment=config.data.augment, normalisation=config.data.normalisation
         )
-        saved = torch.load(self.folder.resume, map_location="cpu", weights_only=True) if resume else None
         self.best: float | None = saved["best"] if saved else None
         self.trainer = LocalTrainer(
             model_config=config.model,
@@ -133,11 +120,35 @@ class PooledTrainer:
             schedule_steps=config.steps,
             workers=config.workers,
             initial_weights=saved["model"] if saved else None,
-            state=_local_state_of(saved) if saved else None,
+            state=_local_state_of(saved, self.folder.resume) if saved else None,
         )
         if saved:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
             logger.info("resumed %s at step %d", self.folder.root, self.step)
+        self._begin(plan)
+
+    def _plan(self, resume: bool) -> StartPlan:
+        folder = self.folder
+        return plan_start(
+            folder.root,
+            config=folder.config,
+            manifest=folder.manifest,
+            log=folder.log,
+            resume_point=folder.resume,
+            current=self.config.to_json(),
+            resume=resume,
+        )
+
+    def _begin(self, plan: StartPlan) -> None:
+        """Training starts: only now the folder gets its settings and split (a failed start writes nothing)."""
+        atomic_write_json(self.folder.config, self.config.to_json())
+        if plan.resume_point is None:
+            self.data.manifest.save(self.folder.manifest)
+        if self.folder.log.exists():  # lines of steps after the resume point were never saved: drop them
+            lines = read_jsonl(self.folder.log)
+            kept = [line for line in lines if int(line.get("step", 0)) <= self.step]
+            if len(kept) < len(lines):
+                write_jsonl(self.folder.log, kept)
 
     @property
     def step(self) -> int:
@@ -163,12 +174,14 @@ class PooledTrainer:
             meta={**self._meta(), "best_val_dice": self.best},
         )
         atomic_torch_save(
-            {
-                "model": self.trainer.weights(),
-                "optimizer": self.trainer.optimizer.state_dict(),
-                "local_state": self.trainer.export_state().to_bytes(),
-                "best": self.best,
-            },
+            sealed(
+                {
+                    "model": self.trainer.weights(),
+                    "optimizer": self.trainer.optimizer.state_dict(),
+                    "local_state": self.trainer.export_state().to_bytes(),
+                    "best": self.best,
+                }
+            ),
             self.folder.resume,
         )
 
@@ -242,9 +255,14 @@ class PooledTrainer:
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                     self._ledger(stats.steps)
                     self._save()
-        except KeyboardInterrupt:
-            logger.warning("interrupted at step %d; saving so that --resume continues from here", self.step)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through fedseg.signals
             self._save()
+            logger.warning(
+                "%s at step %d; saved %s: continue with the same command and --resume",
+                interrupt or "interrupted",
+                self.step,
+                self.folder.resume,
+            )
             raise
         finally:
             bar.close()
@@ -258,13 +276,22 @@ class PooledTrainer:
         )
 
 
-def _local_state_of(saved: dict[str, Any]) -> LocalState:
+def _local_state_of(saved: dict[str, Any], path: Path) -> LocalState:
     """The trainer state in ``resume.pt``; files from fedseg before 0.1.0 kept only the step."""
-    if "local_state" in saved:
-        return LocalState.from_bytes(saved["local_state"])
-    return LocalState(step=int(saved["step"]))
+    try:
+        if "local_state" in saved:
+            return LocalState.from_bytes(saved["local_state"])
+        return LocalState(step=int(saved["step"]))
+    except Exception as error:  # a damaged file from before resume points had checksums
+        raise DamagedFileError(f"{path}: damaged trainer state ({type(error).__name__}: {error}).") from None
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``."""
-    return PooledTrainer(config, resume=resume, progress=progress).run()
+    """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``.
+
+    The run folder may not be one of the data's folders, and nothing is written into them.
+    """
+    folders = data_folders(config.data.root, config.data.centres)
+    check_output_folder(config.out, folders)
+    with inputs_protected(folders=folders):
+        return PooledTrainer(config, resume=resume, progress=progress).run()

@@ -1,0 +1,278 @@
+"""Random damage to every kind of file fedseg reads: a clear fedseg error naming the file (or key),
+or a correct result; never a traceback, never a silently wrong value.
+
+Each kind of file is one row of ``KINDS``: how to make a valid one (with fedseg's own writer), how
+fedseg reads it, and what a correct result is. For files fedseg writes and reads back (checkpoints,
+resume points, manifests, settings, logs and ledgers) it is exactly what was written: they carry
+checksums. For files people make (images, masks, run configs) fedseg cannot know what was meant: a
+correct result is a valid value of the right kind (PNG files carry CRCs, so their pixels must be
+exact too; JPEG has no checksum). Other modules add rows (``tests/crypto`` for key and .he files).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fedseg.configuration import ConfigError
+from fedseg.data.config import DataConfig
+from fedseg.data.crops import CropConfig
+from fedseg.data.errors import DataError
+from fedseg.data.reading import read_image, read_mask
+from fedseg.data.splits import SplitConfig, load_manifest
+from fedseg.federation.config import FederationConfig, read_run_config
+from fedseg.federation.run_outputs import RunFolder
+from fedseg.files import read_jsonl
+from fedseg.inference.sliding_window import TilingConfig
+from fedseg.integrity import DamagedFileError
+from fedseg.models import ModelConfig, build_model
+from fedseg.models.checkpoint import CheckpointError, Preprocessing, load_checkpoint, save_checkpoint
+from fedseg.models.state import model_state
+from fedseg.privacy.budget import PrivacyConfig
+from fedseg.privacy.ledger import format_ledger, read_ledger
+from fedseg.training import pooled
+from fedseg.training.config import TrainConfig
+from fedseg.training.run_folder import check_settings, load_resume_point
+from tests.conftest import REPO
+from tests.robustness.conftest import CENTRE
+
+FEDSEG_ERRORS = (DataError, ConfigError, CheckpointError, DamagedFileError)
+TINY = ModelConfig(name="unet", options={"widths": [4, 8]})
+EXAMPLES = 25
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of file: ``make(folder, run)`` writes a valid one into ``folder`` (``run`` is a real
+    pooled run folder to copy from) and returns its path; ``read(path)`` is how fedseg reads it;
+    ``correct(read_damaged, read_valid)`` says whether a result read from a damaged file is right. An
+    error must name the file, or with ``names_key`` the run config key it is about."""
+
+    name: str
+    make: Callable[[Path, Path], Path]
+    read: Callable[[Path], Any]
+    correct: Callable[[Any, Any], bool]
+    names_key: bool = False
+
+
+# -- what a correct result is --------------------------------------------------------------------
+def same_array(got: np.ndarray, valid: np.ndarray) -> bool:
+    return got.dtype == valid.dtype and np.array_equal(got, valid)
+
+
+def valid_image(got: np.ndarray, _valid: np.ndarray) -> bool:
+    return got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == 3 and got.size > 0
+
+
+def same_value(got: Any, valid: Any) -> bool:
+    if isinstance(got, torch.Tensor) or isinstance(valid, torch.Tensor):
+        return isinstance(got, torch.Tensor) and isinstance(valid, torch.Tensor) and torch.equal(got, valid)
+    if isinstance(got, dict) and isinstance(valid, dict):
+        return got.keys() == valid.keys() and all(same_value(got[k], valid[k]) for k in valid)
+    if isinstance(got, (list, tuple)) and isinstance(valid, (list, tuple)):
+        return len(got) == len(valid) and all(same_value(a, b) for a, b in zip(got, valid, strict=True))
+    return type(got) is type(valid) and got == valid
+
+
+def a_prefix(got: list[dict], valid: list[dict]) -> bool:
+    """JSON-lines files: a crash may cut the last line; every line read must be one that was written."""
+    return got == valid[: len(got)]
+
+
+def any_valid_config(got: FederationConfig, _valid: FederationConfig) -> bool:
+    return isinstance(got, FederationConfig)
+
+
+# -- valid files, written by fedseg's own writers -------------------------------------------------
+def _picture(folder: Path, suffix: str, *, mask: bool = False) -> Path:
+    """A 48 x 40 picture of noise (what compresses worst, so that damage lands in pixel data)."""
+    rng = np.random.default_rng(7)
+    pixels = rng.random((40, 48)) > 0.7 if mask else (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+    path = folder / f"picture{suffix}"
+    Image.fromarray(pixels.astype(np.uint8) * 255 if mask else pixels).save(path)
+    return path
+
+
+def _checkpoint(folder: Path, _run: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    return save_checkpoint(
+        folder / "model.pt", model=model, model_config=TINY, preprocessing=Preprocessing(), meta={"step": 7}
+    )
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    checkpoint = load_checkpoint(path)
+    return {
+        "model": checkpoint.model,
+        "preprocessing": checkpoint.preprocessing,
+        "weights": dict(checkpoint.state_dict),
+        "meta": dict(checkpoint.meta),
+    }
+
+
+def _same_checkpoint(got: dict[str, Any], valid: dict[str, Any]) -> bool:
+    return (
+        got["model"] == valid["model"]
+        and got["preprocessing"] == valid["preprocessing"]
+        and same_value(got["weights"], valid["weights"])
+        and same_value(got["meta"], valid["meta"])
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real pooled run with DP-SGD: resume.pt, manifest.json, config.json, log.jsonl and privacy.jsonl."""
+    root = tmp_path_factory.mktemp("run")
+    data = DataConfig(
+        root=synth_root, centres=(CENTRE,), crop=CropConfig(size=32), split=SplitConfig(val_fraction=0.34)
+    )
+    config = TrainConfig(
+        data=data,
+        out=root / "run",
+        model=TINY,
+        privacy=PrivacyConfig(epsilon=50.0),
+        steps=2,
+        batch_size=2,
+        workers=0,
+        val_every=0,
+        checkpoint_every=1,
+        log_every=1,
+        device="cpu",
+        tiling=TilingConfig(tile_size=64),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pooled.train(config, progress=False)
+    return root / "run"
+
+
+def _copy_from_run(name: str) -> Callable[[Path, Path], Path]:
+    def make(folder: Path, run: Path) -> Path:
+        return Path(shutil.copy(run / name, folder / Path(name).name))
+
+    return make
+
+
+def _settings(folder: Path, run: Path) -> Path:
+    """A run's config.json, and a copy of it as the settings a resumed run asks for."""
+    shutil.copy(run / "config.json", folder / "asked.json")
+    return Path(shutil.copy(run / "config.json", folder / "config.json"))
+
+
+def _check_settings(path: Path) -> str:
+    check_settings(path, json.loads((path.parent / "asked.json").read_text()))
+    return "the same settings"
+
+
+def _read_ledger(path: Path) -> list[dict]:
+    entries = read_ledger(path.parent)
+    format_ledger(entries)
+    return entries
+
+
+def _run_config(folder: Path, _run: Path) -> Path:
+    target = folder / "demo.toml"
+    shutil.copy(REPO / "simulations" / "demo.toml", target)
+    return target
+
+
+def _server_state(folder: Path, _run: Path) -> Path:
+    run = RunFolder(folder / "federated", FederationConfig(model_options='{"widths": [4, 8]}'))
+    run.start()
+    torch.manual_seed(0)
+    run.save_models(3, model_state(build_model(TINY)), validation_dice=0.25, best_validation_dice=None)
+    return run.server_state
+
+
+def _read_server_state(path: Path) -> dict[str, Any]:
+    point = RunFolder(path.parents[1], FederationConfig(model_options='{"widths": [4, 8]}')).start()
+    assert point is not None
+    return {"round": point.round, "weights": dict(point.model), "best": point.best_validation_dice}
+
+
+KINDS = [
+    FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
+    FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
+    FileKind("mask.png", lambda f, _: _picture(f, ".png", mask=True), read_mask, same_array),
+    FileKind("checkpoint.pt", _checkpoint, _read_checkpoint, _same_checkpoint),
+    FileKind("resume.pt", _copy_from_run("checkpoints/resume.pt"), load_resume_point, same_value),
+    FileKind("manifest.json", _copy_from_run("manifest.json"), load_manifest, lambda got, valid: got == valid),
+    FileKind("config.json", _settings, _check_settings, lambda got, valid: got == valid),
+    FileKind("log.jsonl", _copy_from_run("log.jsonl"), read_jsonl, a_prefix),
+    FileKind("privacy.jsonl", _copy_from_run("privacy.jsonl"), _read_ledger, a_prefix),
+    FileKind("server.pt", _server_state, _read_server_state, same_value),
+    FileKind(
+        "run-config.toml",
+        _run_config,
+        lambda p: FederationConfig.from_run_config(read_run_config(p)),
+        any_valid_config,
+        names_key=True,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def valid_files(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, bytes, Any]]:
+    """Per kind: the valid file's path, its bytes, and what fedseg reads from it."""
+    made = {}
+    for kind in KINDS:
+        path = kind.make(tmp_path_factory.mktemp(kind.name.replace(".", "-")), trained_run)
+        made[kind.name] = (path, path.read_bytes(), kind.read(path))
+    return made
+
+
+@st.composite
+def damage(draw: st.DrawFn, data: bytes) -> bytes:
+    """Flipped bits, a cut, overwritten or inserted bytes: what disks, copies and editors do to files."""
+    how = draw(st.sampled_from(("flip", "cut", "overwrite", "insert")))
+    at = draw(st.integers(0, len(data) - 1))
+    if how == "flip":
+        damaged = bytearray(data)
+        for position in [at] + draw(st.lists(st.integers(0, len(data) - 1), max_size=2)):
+            damaged[position] ^= 1 << draw(st.integers(0, 7))
+        return bytes(damaged)
+    if how == "cut":
+        return data[:at]
+    noise = draw(st.binary(min_size=1, max_size=16))
+    return data[:at] + noise + data[at + len(noise) :] if how == "overwrite" else data[:at] + noise + data[at:]
+
+
+def check_damaged(kind: FileKind, valid_files: dict, data: st.DataObject) -> None:
+    path, original, valid = valid_files[kind.name]
+    broken = data.draw(damage(original), label="damaged bytes")
+    if broken == original:
+        return
+    path.write_bytes(broken)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = kind.read(path)
+    except FEDSEG_ERRORS as error:
+        message = str(error)
+        assert str(path) in message or (kind.names_key and "run config '" in message), message
+        return
+    finally:
+        path.write_bytes(original)
+    assert kind.correct(got, valid), f"{kind.name}: damaged file read without error, but the result is wrong"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=st.data())
+def test_damaged_files_give_a_clear_error_or_the_right_result(
+    kind: FileKind, valid_files: dict, data: st.DataObject
+) -> None:
+    check_damaged(kind, valid_files, data)
