@@ -62,14 +62,19 @@ def stop_on_signals() -> Iterator[None]:
             logger.warning("%s received while stopping: saving first (SIGKILL stops without saving)", name)
             return
         stopping = True
+        # A job's SIGTERM reaches its data-loading workers too. Their exit must not interrupt the saving
+        # of state: PyTorch's SIGCHLD handler would raise "DataLoader worker exited unexpectedly" there.
+        if callable(signal.getsignal(signal.SIGCHLD)):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    previous[signal.SIGCHLD] = signal.getsignal(signal.SIGCHLD)
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 @contextmanager

@@ -61,9 +61,9 @@ def test_sigterm_to_fedseg_train_saves_state_and_exits_143_then_resume_continues
         text=True,
         start_new_session=True,
     )
-    wait_for(lambda: (run / "log.jsonl").exists() or process.poll() is not None, 240, "the first training step")
+    wait_for(lambda: (run / "log.jsonl").exists() or process.poll() is not None, 600, "the first training step")
     os.killpg(process.pid, signal.SIGTERM)  # as a scheduler does: every process of the job
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == TERMINATED, stderr
     assert "stopped by SIGTERM" in stderr and "resume.pt" in stderr and "--resume" in stderr
     saved_step = LocalState.from_bytes(load_resume_point(run / "checkpoints" / "resume.pt")["local_state"]).step
@@ -117,7 +117,7 @@ def test_sigterm_to_a_site_stops_its_supernode_and_clientapp_and_exits_143(tmp_p
         text=True,
         start_new_session=True,  # like a container's first process: it leads its process group
     )
-    wait_for(lambda: log.with_suffix(".ready").exists(), 60, "the fake ClientApp")
+    wait_for(lambda: log.with_suffix(".ready").exists(), 300, "the fake ClientApp")
     clientapp = int(log.with_suffix(".ready").read_text())
     process.send_signal(signal.SIGTERM)  # docker stop: the first process only
     _, stderr = process.communicate(timeout=60)
@@ -184,7 +184,7 @@ def test_sigterm_to_the_simulation_launcher_stops_its_superlink_and_ray_and_exit
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(log.exists, 60, "the fake SuperLink")
+    wait_for(log.exists, 600, "the fake SuperLink")
     time.sleep(1.0)  # let the launcher reach `flwr run`
     superlink, ray = map(int, log.read_text().split())
     process.send_signal(signal.SIGTERM)
