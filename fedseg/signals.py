@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -99,25 +100,52 @@ def signals_deferred() -> Iterator[None]:
 
 
 def stop_process_group(process: subprocess.Popen, *, grace: float) -> None:
-    """Stop ``process`` and every process in its group (it must lead one: ``start_new_session=True``):
-    SIGTERM, so that each saves and exits, then SIGKILL for what is left after ``grace`` seconds."""
+    """Stop ``process``, its process group (it must lead one: ``start_new_session=True``) and every process
+    it started that made a group of its own (Ray's driver does): SIGTERM, so that each saves and exits,
+    then SIGKILL for what is left after ``grace`` seconds."""
+    family = _descendants(process.pid)
     for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
         deadline = time.monotonic() + patience
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            process.poll()  # reap the leader, so that it does not count as alive
-            time.sleep(0.1)
-        if not _group_alive(process.pid):
+        while _running(process.pid, family) and time.monotonic() < deadline:
+            process.poll()  # reap the leader, so that it does not count as running
+            time.sleep(0.2)
+        if not _running(process.pid, family):
             break
     process.poll()
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal is still a member
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """Every process: state, parent and process group (Linux ``/proc``; empty elsewhere)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            table[int(stat.parent.name)] = (state, int(parent), int(group))
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _processes()
+    found, frontier = set(), [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (_, ppid, _) in table.items() if ppid == parent and p not in found]
+        found.update(children)
+        frontier += children
+    return found
+
+
+def _running(group: int, pids: set[int]) -> bool:
+    """Whether a process of ``group`` or of ``pids`` still runs (zombies, waiting to be reaped, do not)."""
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    return any(state != "Z" and (grp == group or pid in pids) for pid, (state, _, grp) in _processes().items())

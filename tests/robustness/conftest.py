@@ -46,9 +46,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """``fedseg train`` on the test centre with a tiny model, two steps, everything on the CPU."""
-    return [
+def train_args(data: Path, out: Path, *extra: str, **options: str) -> list[str]:
+    """``fedseg train`` on the test centre with a tiny model, two steps, everything on the CPU;
+    ``options`` replace those defaults (``steps="5"`` for ``--steps 5``)."""
+    args = [
         "train",
         "--data",
         str(data),
@@ -80,3 +81,6 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
+    for name, value in options.items():
+        args[args.index(f"--{name.replace('_', '-')}") + 1] = value
+    return args

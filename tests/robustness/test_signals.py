@@ -50,8 +50,9 @@ def test_sigterm_to_fedseg_train_saves_state_and_exits_143_then_resume_continues
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
-    args = train_args(dataset, run, "--steps", "500", "--checkpoint-every", "500", "--val-every", "0")
-    args[args.index("--workers") + 1] = "1"  # a DataLoader worker process too: the whole group gets SIGTERM
+    # A DataLoader worker process too: the whole group gets SIGTERM.
+    options = {"steps": "500", "checkpoint_every": "500", "val_every": "0", "workers": "1"}
+    args = train_args(dataset, run, **options)
     before = fingerprints(dataset)
     process = subprocess.Popen(
         [sys.executable, "-m", "fedseg", *args],
@@ -63,14 +64,14 @@ def test_sigterm_to_fedseg_train_saves_state_and_exits_143_then_resume_continues
     )
     wait_for(lambda: (run / "log.jsonl").exists() or process.poll() is not None, 600, "the first training step")
     os.killpg(process.pid, signal.SIGTERM)  # as a scheduler does: every process of the job
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == TERMINATED, stderr
-    assert "stopped by SIGTERM" in stderr and "resume.pt" in stderr and "--resume" in stderr
+    stdout, stderr = process.communicate(timeout=300)
+    output = stdout + stderr  # log lines go to stdout (through tqdm), the command's last word to stderr
+    assert process.returncode == TERMINATED, output
+    assert "fedseg train: stopped by SIGTERM" in stderr and "resume.pt" in output and "--resume" in output
     saved_step = LocalState.from_bytes(load_resume_point(run / "checkpoints" / "resume.pt")["local_state"]).step
     assert saved_step >= 1 and fingerprints(dataset) == before
-    resumed = args[:]
-    resumed[resumed.index("--steps") + 1] = str(saved_step + 1)
-    assert main([*resumed, "--resume"]) == 0
+    resumed = train_args(dataset, run, "--resume", **{**options, "steps": str(saved_step + 1)})
+    assert main(resumed) == 0
     assert f"trained {saved_step + 1} steps" in capsys.readouterr().out
 
 
@@ -137,7 +138,7 @@ port = int(sys.argv[sys.argv.index("--port") + 1])
 server = socket.socket()
 server.bind(("127.0.0.1", port))
 server.listen()
-ray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+ray = subprocess.Popen([sys.executable, "-c", "import os, time; os.setpgrp(); time.sleep(300)"])  # as Ray's driver
 Path(os.environ["FAKE_LOG"]).write_text(f"{{os.getpid()}} {{ray.pid}}")
 time.sleep(300)
 """
