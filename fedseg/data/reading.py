@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ MASK_THRESHOLD = 127
 # (Kvasir-SEG) ring a few levels around 0 and 255, which this band leaves alone.
 _AMBIGUOUS_LOW, _AMBIGUOUS_HIGH = 32, 223
 AMBIGUOUS_MASK_FRACTION = 0.005
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS_VARIABLE = "FEDSEG_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own decompression-bomb limit (about 13,000 x 13,000)
 
@@ -103,10 +105,36 @@ def _opened(path: Path) -> Iterator[Image.Image]:
         yield image
 
 
+def _check_png(path: Path) -> None:
+    """Check every chunk's CRC and the image data's zlib checksum: PIL skips both for the image data, so a
+    flipped bit there would otherwise decode to wrong pixels without any error."""
+    data = path.read_bytes()
+    position, inflater = len(PNG_SIGNATURE), zlib.decompressobj()
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        crc = data[position + 8 + length : position + 12 + length]
+        if len(body) != length or len(crc) != 4 or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            raise ValueError(f"damaged PNG chunk {kind!r} at byte {position} (its CRC does not match)")
+        while kind == b"IDAT" and body:  # inflated a megabyte at a time, and thrown away
+            inflater.decompress(body, 1 << 20)
+            body = inflater.unconsumed_tail
+        if kind == b"IEND":
+            break
+        position += 12 + length
+    else:
+        raise ValueError("PNG data ends before its IEND chunk")
+    if not inflater.eof:  # eof only once the stream's Adler-32 checksum was read and matched
+        raise ValueError("PNG image data is incomplete")
+
+
 def _decoded(path: Path, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
     """Open, check the size, decode and convert; any decoding failure names the file."""
     with _opened(path) as image:
         try:
+            if image.format == "PNG":
+                _check_png(path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
