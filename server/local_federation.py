@@ -26,6 +26,7 @@ import tomli_w
 import tomllib
 
 from fedseg.crypto.keys import SERVER_FILE, SITE_FILE, generate_keys
+from fedseg.crypto.registry import build_registry, write_registry
 from fedseg.deploy.credentials import make_certificates, make_node_key
 from fedseg.federation.sites import parse_site
 from server.superlink import wait_until_listening
@@ -111,8 +112,14 @@ class LocalFederation:
         private = self.work / "node-keys" / f"{name}.key"
         return (private, private.with_suffix(".pub")) if private.exists() else make_node_key(private.parent, name)
 
+    @property
+    def registry(self) -> Path:
+        return self.work / "federation.json"
+
     def register(self, name: str) -> None:
+        """Register the site's key with the SuperLink and in the site registry (``fedseg registry``)."""
         _, public = self.node_key(name)
+        write_registry(self.registry, build_registry(sorted((self.work / "node-keys").glob("*.pub"))))
         subprocess.run(
             [str(self.bin / "flwr"), "supernode", "register", str(public), CONNECTION],
             env=self.env,
@@ -146,7 +153,7 @@ class LocalFederation:
             str(free_port()),
         ]
         if self.he:
-            command += ["--he-keys", str(self.work / "he" / SITE_FILE)]
+            command += ["--he-keys", str(self.work / "he" / SITE_FILE), "--registry", str(self.registry)]
         self.nodes[name] = self._spawn(command, f"node-{name}.log")
         return self.nodes[name]
 
@@ -157,7 +164,8 @@ class LocalFederation:
             process.wait(timeout=30)
 
     def run(self, run_config: dict[str, Any], *, timeout: float = 900) -> subprocess.CompletedProcess:
-        config = {**run_config, **({"he": True, "he-keys": str(self.work / "aggregator")} if self.he else {})}
+        encrypted = {"he": True, "he-keys": str(self.work / "aggregator"), "registry": str(self.registry)}
+        config = {**run_config, **(encrypted if self.he else {})}
         path = self.work / "run-config.toml"
         path.write_text(tomli_w.dumps(config))
         return subprocess.run(

@@ -1,257 +1,256 @@
-"""The federation's rounds, over Flower's Message API.
+"""The federation's rounds, over Flower's Message API, with Flower's strategy hook names.
 
-Every round the server asks each node who it is (node ids are not stable: a site that
-restarts comes back with a new one), sends the global model to the training sites, averages
-the updates of those that answered (FedAvg weighted by examples; FedProx runs at the sites),
-and asks every site to score the new global model: held-out sites on all their images,
-training sites on their validation images. A site that fails, times out, has spent its
-privacy budget or sends a ciphertext that cannot be added is logged and left out; the round
-goes on while ``min-train-sites`` updates remain.
+Each round: ``discover`` which node is which site, ``configure_train`` (the global model and the
+round's ticket to the training sites), ``aggregate_train`` (authenticate each update, then the
+``Aggregator``: FedAvg in plaintext, or the encrypted, masked sum), ``configure_evaluate`` and
+``aggregate_evaluate`` (every site scores the new global model: held-out sites on all their
+images, training sites on their validation images). A site that fails, times out, has spent its
+privacy budget or sends an update that is refused is left out with its reason in rounds.jsonl;
+the round goes on while ``min-train-sites`` updates remain.
 
-With ``he = true`` the updates arrive as CKKS ciphertexts of (examples x weights); the server
-adds them and the examples, and sends the encrypted sum back: the plaintext global model
-never exists here (the server loads a context without any secret key).
+With ``he = true`` the server holds ``server.context`` (no secret key) and never sees a
+plaintext update or global model; with a site registry (``registry``) every update must be
+signed by its site's node key and is masked, so that no single key holder can read one site's
+update either.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedseg.configuration import ConfigError
-from fedseg.crypto.keys import SERVER_FILE, HEContext, load_context
-from fedseg.crypto.packing import EncryptedVector, Layout, add_encrypted
+from fedseg.crypto.keys import SERVER_FILE, load_context
+from fedseg.crypto.packing import Layout
+from fedseg.crypto.protection import RevealedSeeds, RoundTicket
+from fedseg.crypto.registry import SiteRegistry, load_registry
+from fedseg.crypto.signing import UpdateRejected
 from fedseg.federation import protocol
-from fedseg.federation.aggregation import merge_counts, weighted_average
+from fedseg.federation.aggregation import merge_counts
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.report import write_summary
-from fedseg.federation.run_outputs import Model, RunFolder
-from fedseg.metrics import SegmentationCounts
+from fedseg.federation.run_outputs import RunFolder
 from fedseg.models import build_model
 from fedseg.models.state import model_state
-from sites.records import model_from, model_records
+from server.aggregators import Aggregator, Contribution, EncryptedAggregator, PlaintextAggregator
+from server.discovery import SiteInfo, discover
+from server.outcome import EvaluationOutcome, LedgerEntry, RoundOutcome, TrainOutcome, privacy_row
+from server.updates import authenticate, authenticate_seeds
+from sites.records import TICKET, Model, model_records, seeds_from, ticket_record, update_from
 
 logger = logging.getLogger("fedseg.server")
-FIRST_NODE_WAIT_SECONDS = 120.0  # the first round waits this long for every site to connect
-LATER_NODE_WAIT_SECONDS = 5.0  # later rounds go on without a site that is not connected
-TRAIN_METRICS = (
-    "supervised_loss",
-    "consistency_loss",
-    "epsilon",
-    "delta",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "seconds",
-    "labelled",
-    "unlabelled",
-    "he_encrypt_seconds",
-    "he_decrypt_seconds",
-    "he_bytes_up",
-)
 
 
-def _log(message: str, *args: Any) -> None:
-    logger.info(message, *args)
-
-
-class FederationMismatch(ConfigError):
-    """The nodes that joined are not the sites the run config names."""
+def _numbers(record: Mapping) -> dict[str, float]:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class FederatedSegmentation:
     def __init__(self, grid: Grid, config: FederationConfig) -> None:
         self.grid, self.config = grid, config
-        self.folder = RunFolder(Path(config.out), config)
         self.expected = {site.name: site for site in config.sites}
         if not self.expected:
             raise ConfigError("run config 'site-map' is empty: name the sites of the federation")
         if not config.training_sites:
             raise ConfigError("run config 'site-map' has no training site (only held-out ones)")
-        self.he: HEContext | None = None
-        if config.he:
-            if not config.he_keys:
-                raise ConfigError("he = true needs run config 'he-keys': the folder written by `fedseg keys`")
-            self.he = load_context(Path(config.he_keys) / SERVER_FILE, expect="server")
+        self.folder = RunFolder(Path(config.out), config)
+        self.registry: SiteRegistry | None = load_registry(config.registry) if config.registry else None
         self.layout = Layout.of(self.initial_weights())
+        self.aggregator = self._aggregator()
+        self.run_id = secrets.token_hex(16)
+        self.sites: dict[int, SiteInfo] = {}
+        self.ticket: RoundTicket | None = None
 
-    # -- who is there ---------------------------------------------------------------------------
-    def _wait_for_nodes(self, patience: float) -> list[int]:
-        deadline = time.monotonic() + patience
-        nodes = list(self.grid.get_node_ids())
-        while len(nodes) < len(self.expected) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            nodes = list(self.grid.get_node_ids())
-        return nodes
+    def _aggregator(self) -> Aggregator:
+        if not self.config.he:
+            return PlaintextAggregator()
+        if not self.config.he_keys:
+            raise ConfigError("he = true needs run config 'he-keys': the folder written by `fedseg keys`")
+        he = load_context(Path(self.config.he_keys) / SERVER_FILE, expect="server")
+        return EncryptedAggregator(
+            he, self.layout, masked=self.registry is not None, min_sites=self.config.min_train_sites
+        )
 
-    def discover(self, *, strict: bool) -> dict[int, dict[str, Any]]:
-        """Ask every node which site it is; check the answers against the site map."""
-        nodes = self._wait_for_nodes(FIRST_NODE_WAIT_SECONDS if strict else LATER_NODE_WAIT_SECONDS)
-        messages = [Message(RecordDict({}), dst_node_id=n, message_type=f"query.{protocol.DESCRIBE}") for n in nodes]
-        sites: dict[int, dict[str, Any]] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=min(self.config.round_timeout, 120.0)):
-            if reply.has_error():
-                _log("node %s could not describe itself: %s", reply.metadata.src_node_id, reply.error.reason)
-                continue
-            sites[reply.metadata.src_node_id] = dict(reply.content[protocol.SITE])
-        names = [info["site"] for info in sites.values()]
-        unexpected = sorted(set(names) - set(self.expected))
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        missing = sorted(set(self.expected) - set(names))
-        if unexpected or duplicated or (strict and missing):
-            raise FederationMismatch(
-                f"the federation does not match run config 'site-map': missing sites {missing}, unexpected sites "
-                f"{unexpected}, sites joined twice {duplicated}. Start one node per site-map entry "
-                f"(simulation: --federation-config num-supernodes={len(self.expected)})."
+    def initial_weights(self) -> OrderedDict[str, torch.Tensor]:
+        """The seeded, untrained model: public information, sent in plaintext in the first round."""
+        torch.manual_seed(self.config.seed)
+        return model_state(build_model(self.config.model_config))
+
+    def _site(self, node: int) -> SiteInfo | None:
+        return self.sites.get(node)
+
+    def _bound(self, info: SiteInfo) -> int:
+        """The most examples an update of this site may claim: its registration, else its description."""
+        registered = (
+            self.registry.sites[info.site].max_examples if self.registry and info.site in self.registry.sites else 0
+        )
+        return min(registered, info.training_images) if registered else info.training_images
+
+    # -- Flower's strategy hooks ----------------------------------------------------------------
+    def configure_train(self, server_round: int, model: Model) -> list[Message]:
+        trainers = sorted((i for i in self.sites.values() if i.trains), key=lambda i: i.site)
+        self.ticket = RoundTicket(
+            self.run_id,
+            server_round,
+            tuple(i.site for i in trainers),
+            max(1, sum(self._bound(i) for i in trainers)),
+            len(self.config.training_sites),
+        )
+        return [
+            Message(
+                self._content(server_round, model, ticket=True),
+                dst_node_id=i.node_id,
+                message_type="train",
+                group_id=str(server_round),
             )
-        for info in sites.values():
-            if info["role"] != self.expected[info["site"]].role:
-                raise FederationMismatch(
-                    f"site {info['site']} says its role is {info['role']}, the run config says "
-                    f"{self.expected[info['site']].role}"
-                )
-        return sites
-
-    # -- one round ------------------------------------------------------------------------------
-    def _send(self, nodes: list[int], message_type: str, model: Model, server_round: int) -> list[Message]:
-        def content() -> RecordDict:
-            return RecordDict({protocol.CONFIG: ConfigRecord({"server-round": server_round}), **model_records(model)})
-
-        messages = [
-            Message(content(), dst_node_id=n, message_type=message_type, group_id=str(server_round)) for n in nodes
+            for i in trainers
         ]
-        return list(self.grid.send_and_receive(messages, timeout=self.config.round_timeout))
 
-    def _ledger_entry(self, site: str, server_round: int, values: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "site": site,
-            "round": server_round,
-            "sampling_rate": values["sample_rate"],
-            "noise_multiplier": values["noise_multiplier"],
-            "steps": int(values["steps"]),
-            "epsilon": values["epsilon"],
-            "delta": values["delta"],
-            "epsilon_budget": self.config.dp_epsilon,
-            "budget_left": self.config.dp_epsilon - values["epsilon"],
-        }
+    def _content(self, server_round: int, model: Model, *, ticket: bool) -> RecordDict:
+        records = {protocol.CONFIG: ConfigRecord({"server-round": server_round}), **model_records(model)}
+        if ticket and self.ticket is not None:
+            records[TICKET] = ticket_record(self.ticket)
+        return RecordDict(records)
 
-    def train_round(
-        self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
-    ) -> tuple[list, dict, dict, list]:
-        """Send the model to the training sites; returns (site, update, examples), metrics, left-out reasons, ledger."""
-        nodes = [n for n, info in sites.items() if info["role"] == "train"]
-        replies = self._send(nodes, "train", model, server_round)
-        updates, metrics, left_out, ledger = [], {}, {}, []
-        answered = set()
+    def aggregate_train(self, server_round: int, replies: Iterable[Message], *, current: Model) -> TrainOutcome:
+        """Authenticate each reply, aggregate the accepted updates; every refusal is kept with its reason."""
+        if self.ticket is None or self.ticket.round != server_round:
+            raise RuntimeError("aggregate_train before configure_train for this round")
+        ticket = self.ticket
+        contributions: list[Contribution] = []
+        metrics: dict[str, dict[str, float]] = {}
+        left_out: dict[str, str] = {}
+        ledger: list[LedgerEntry] = []
+        answered: set[str] = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
-            site = sites.get(node, {}).get("site", f"node-{node}")
-            answered.add(node)
+            info = self._site(reply.metadata.src_node_id)
+            site = info.site if info else f"node-{reply.metadata.src_node_id}"
+            answered.add(site)
+            if info is None or not info.trains:
+                left_out[site] = "rejected: not a training site of this round"
+                continue
             if reply.has_error():
                 left_out[site] = f"failed: {reply.error.reason}"
                 continue
-            values = dict(reply.content[protocol.METRICS])
-            if protocol.REFUSED in reply.content:
+            values = _numbers(dict(reply.content[protocol.METRICS])) if protocol.METRICS in reply.content else {}
+            refused = protocol.REFUSED in reply.content
+            row = privacy_row(site, server_round, values, refused=refused, budget=self.config.dp_epsilon)
+            ledger += [row] if row is not None else []
+            if refused:
                 left_out[site] = "privacy budget exhausted"
-                ledger.append(
-                    {
-                        "site": site,
-                        "round": server_round,
-                        "refused": True,
-                        "epsilon": values["epsilon"],
-                        "delta": values["delta"],
-                        "epsilon_budget": values["epsilon_budget"],
-                        "budget_left": values["epsilon_budget"] - values["epsilon"],
-                    }
-                )
                 continue
-            examples = int(values[protocol.NUM_EXAMPLES])
-            updates.append((site, model_from(reply.content), examples))
-            metrics[site] = {"examples": examples, **{k: values[k] for k in TRAIN_METRICS if k in values}}
-            if "epsilon" in values:
-                ledger.append(self._ledger_entry(site, server_round, values))
-        for node in set(nodes) - answered:
-            left_out[sites[node]["site"]] = f"no reply within round-timeout ({self.config.round_timeout:.0f} s)"
-        return updates, metrics, left_out, ledger
-
-    def aggregate(
-        self, updates: list[tuple[str, Model, int]], left_out: dict[str, str], metrics: dict[str, Any]
-    ) -> Model | None:
-        """FedAvg of plaintext updates, or the sum of encrypted ones. Refused updates go to ``left_out``."""
-        if self.he is None:
-            plain = [(u, float(n)) for _, u, n in updates if not isinstance(u, EncryptedVector)]
-            return weighted_average(plain) if plain else None
-        encrypted = []
-        for site, update, _ in updates:
-            if isinstance(update, EncryptedVector):
-                encrypted.append((site, update))
-            else:
-                left_out[site] = "sent plaintext weights although he = true"
-                metrics.pop(site, None)
-        started = time.perf_counter()
-        total, rejected = add_encrypted(
-            [u for _, u in encrypted], self.he, layout_hash=self.layout.hash, length=self.layout.size
+            try:
+                update = update_from(reply.content)
+                contributions.append(
+                    authenticate(
+                        update, site=site, ticket=ticket, registry=self.registry, max_examples=self._bound(info)
+                    )
+                )
+            except UpdateRejected as error:
+                left_out[site] = f"rejected: {error}"
+                continue
+            values.pop(protocol.NUM_EXAMPLES, None)
+            metrics[site] = {"examples": contributions[-1].examples, **values}
+        for site in set(ticket.participants) - answered:
+            left_out[site] = f"no reply within round-timeout ({self.config.round_timeout:.0f} s)"
+        aggregate = self.aggregator.aggregate(contributions, current=current, ticket=ticket, reveal=self._reveal)
+        left_out.update(
+            {
+                site: reason if reason.startswith("left out") else f"rejected: {reason}"
+                for site, reason in aggregate.rejected.items()
+            }
         )
-        for index, reason in rejected.items():
-            site = encrypted[index][0]
-            left_out[site] = f"ciphertext rejected: {reason}"
-            metrics.pop(site, None)
-            _log("site %s: ciphertext rejected: %s", site, reason)
-        metrics["_he"] = {
-            "aggregate_seconds": time.perf_counter() - started,
-            "bytes_down": total.nbytes if total is not None else 0,
-        }
-        return total
+        train = {site: metrics[site] for site in aggregate.accepted}
+        usable = aggregate.model is not None and len(train) >= self.config.min_train_sites
+        return TrainOutcome(aggregate.model if usable else None, train, left_out, tuple(ledger), aggregate.stats)
 
-    def evaluate_round(
-        self, server_round: int, sites: dict[int, dict[str, Any]], model: Model
-    ) -> tuple[dict, dict, dict]:
-        """Held-out scores by centre, validation scores by training site, and sites whose evaluation failed."""
-        replies = self._send(list(sites), "evaluate", model, server_round)
+    def _reveal(self, survivors: Sequence[str], dropped: Sequence[str]) -> dict[str, RevealedSeeds | str]:
+        """Ask the survivors for this round's seeds with the sites that dropped out (masked mode only)."""
+        if self.ticket is None:
+            raise RuntimeError("unmasking outside a round")
+        nodes = {i.site: i.node_id for i in self.sites.values()}
+        request = {"dropped": ",".join(sorted(dropped))}
+        messages = [
+            Message(
+                RecordDict({TICKET: ticket_record(self.ticket), protocol.CONFIG: ConfigRecord(request)}),
+                dst_node_id=nodes[s],
+                message_type=f"query.{protocol.UNMASK}",
+            )
+            for s in survivors
+        ]
+        answers: dict[str, RevealedSeeds | str] = {s: "no reply" for s in survivors}
+        for reply in self.grid.send_and_receive(messages, timeout=min(self.config.round_timeout, 300.0)):
+            info = self._site(reply.metadata.src_node_id)
+            if info is None or info.site not in answers:
+                continue
+            if reply.has_error():
+                answers[info.site] = f"failed: {reply.error.reason}"
+                continue
+            try:
+                answers[info.site] = authenticate_seeds(
+                    seeds_from(reply.content),
+                    site=info.site,
+                    ticket=self.ticket,
+                    dropped=tuple(dropped),
+                    registry=self.registry,
+                )
+            except UpdateRejected as error:
+                answers[info.site] = str(error)
+        logger.info("round %d: unmasking the sum for sites that dropped out: %s", self.ticket.round, ", ".join(dropped))
+        return answers
+
+    def configure_evaluate(self, server_round: int, model: Model) -> list[Message]:
+        return [
+            Message(
+                self._content(server_round, model, ticket=False),
+                dst_node_id=n,
+                message_type="evaluate",
+                group_id=str(server_round),
+            )
+            for n in self.sites
+        ]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> EvaluationOutcome:
         results, failed = [], {}
         for reply in replies:
-            site = sites.get(reply.metadata.src_node_id, {}).get("site", "?")
+            info = self._site(reply.metadata.src_node_id)
+            site = info.site if info else f"node-{reply.metadata.src_node_id}"
             if reply.has_error():
                 failed[site] = f"evaluation failed: {reply.error.reason}"
                 continue
             results.append({**dict(reply.content[protocol.SITE]), "counts": dict(reply.content[protocol.COUNTS])})
         heldout = merge_counts([r for r in results if r["role"] == "heldout"], by="centre")
         validation = merge_counts([r for r in results if r["role"] == "train"], by="site")
-        return heldout, validation, failed
+        return EvaluationOutcome(heldout, validation, failed)
 
     # -- the run --------------------------------------------------------------------------------
-    def initial_weights(self) -> OrderedDict[str, torch.Tensor]:
-        """The seeded, untrained model: public information, sent in plaintext in the first round."""
-        torch.manual_seed(self.config.seed)
-        return model_state(build_model(self.config.model_config))
-
-    def _round(self, server_round: int, sites: dict[int, dict[str, Any]], model: Model) -> tuple[dict, Model | None]:
+    def run_round(self, server_round: int, model: Model) -> RoundOutcome:
         started = time.monotonic()
-        updates, metrics, left_out, ledger = self.train_round(server_round, sites, model)
-        aggregated = self.aggregate(updates, left_out, metrics) if updates else None
-        he_metrics = metrics.pop("_he", None)
-        record: dict[str, Any] = {"round": server_round, "train": metrics, "left_out": left_out}
-        if he_metrics is not None:
-            record["he"] = he_metrics
-        record["_ledger"] = ledger
-        if aggregated is None or len(metrics) < self.config.min_train_sites:
-            return record, None
-        if server_round % self.config.evaluate_every == 0 or server_round == self.config.num_server_rounds:
-            heldout, validation, failed = self.evaluate_round(server_round, sites, aggregated)
-            left_out.update(failed)
-            record["heldout"] = {c: {**k.summary(), "counts": k.to_dict()} for c, k in heldout.items()}
-            record["validation"] = {s: k.summary() for s, k in validation.items()}
-            record["heldout_dice"] = _pooled_mean(heldout.values())
-            record["validation_dice"] = _pooled_mean(validation.values())
-        record["seconds"] = time.monotonic() - started
-        return record, aggregated
+        timeout = self.config.round_timeout
+        replies = self.grid.send_and_receive(self.configure_train(server_round, model), timeout=timeout)
+        training = self.aggregate_train(server_round, replies, current=model)
+        evaluation = None
+        due = server_round % self.config.evaluate_every == 0 or server_round == self.config.num_server_rounds
+        if training.model is not None and due:
+            replies = self.grid.send_and_receive(self.configure_evaluate(server_round, training.model), timeout=timeout)
+            evaluation = self.aggregate_evaluate(server_round, replies)
+        return RoundOutcome(server_round, training, evaluation, time.monotonic() - started)
+
+    def _record(self, outcome: RoundOutcome) -> None:
+        """Append the round to rounds.jsonl and its ledger rows to privacy.jsonl (the one place that writes them)."""
+        self.folder.record_round(outcome.record(), [row.to_json() for row in outcome.training.ledger])
+
+    def discover(self, *, strict: bool) -> dict[int, SiteInfo]:
+        self.sites = discover(self.grid, self.expected, strict=strict, timeout=self.config.round_timeout)
+        return self.sites
 
     def run(self) -> None:
         point = self.folder.start()
@@ -259,54 +258,33 @@ class FederatedSegmentation:
         best = point.best_validation_dice if point else None
         first = point.round + 1 if point else 1
         stopped = None
-        sites = self.discover(strict=True)
-        _log(
-            "federation: %s%s",
-            ", ".join(f"{i['site']} ({i['role']})" for i in sites.values()),
-            "; encrypted aggregation (CKKS)" if self.he else "",
+        self.discover(strict=True)
+        mode = getattr(self.aggregator, "masked", None)
+        logger.info(
+            "federation: %s; %s",
+            ", ".join(f"{i.site} ({i.role})" for i in self.sites.values()),
+            "plaintext FedAvg" if mode is None else ("encrypted, masked sum" if mode else "encrypted sum (single key)"),
         )
         for server_round in range(first, self.config.num_server_rounds + 1):
             if server_round > first:
-                sites = self.discover(strict=False)
-            record, aggregated = self._round(server_round, sites, model)
-            for site, reason in record["left_out"].items():
-                _log("round %d: %s left out: %s", server_round, site, reason)
-            ledger = record.pop("_ledger")
-            if aggregated is None:
+                self.discover(strict=False)
+            outcome = self.run_round(server_round, model)
+            for site, reason in outcome.left_out.items():
+                logger.info("round %d: %s left out: %s", server_round, site, reason)
+            if outcome.training.model is None:
+                reasons = "; ".join(f"{site}: {reason}" for site, reason in sorted(outcome.left_out.items()))
                 stopped = (
-                    f"round {server_round}: {len(record['train'])} training site update(s) usable, fewer than "
-                    f"min-train-sites = {self.config.min_train_sites}"
+                    f"round {server_round}: {len(outcome.training.train)} training site update(s) usable, fewer "
+                    f"than min-train-sites = {self.config.min_train_sites} (left out: {reasons or 'none'})"
                 )
-                _log("stopping: %s", stopped)
+                logger.info("stopping: %s", stopped)
                 break
-            model = aggregated
-            self.folder.record_round(record, ledger)
+            model = outcome.training.model
+            self._record(outcome)
             best = self.folder.save_models(
-                server_round, model, validation_dice=record.get("validation_dice"), best_validation_dice=best
+                server_round, model, validation_dice=outcome.validation_dice, best_validation_dice=best
             )
-            _log("round %d/%d: %s", server_round, self.config.num_server_rounds, _round_line(record))
+            logger.info(outcome.summary_line(self.config.num_server_rounds))
         write_summary(self.folder.root, self.config.to_run_config(), self.folder.rounds_done(), stopped=stopped)
-        _log("run folder: %s (summary.md, rounds.jsonl, checkpoints/)", self.folder.root)
-
-
-def _pooled_mean(counts: Any) -> float | None:
-    total = SegmentationCounts()
-    for item in counts:
-        total = total.merge(item)
-    value = total.summary()["dice"]
-    return float(value) if value is not None else None
-
-
-def _round_line(record: dict[str, Any]) -> str:
-    parts = [
-        f"held-out {c} Dice {v['dice']:.4f}" for c, v in record.get("heldout", {}).items() if v.get("dice") is not None
-    ]
-    if record.get("validation_dice") is not None:
-        parts.append(f"validation Dice {record['validation_dice']:.4f}")
-    epsilons = [m["epsilon"] for m in record["train"].values() if "epsilon" in m]
-    if epsilons:
-        parts.append(f"epsilon <= {max(epsilons):.3f}")
-    if "he" in record:
-        parts.append(f"encrypted sum in {record['he']['aggregate_seconds']:.1f} s")
-    parts.append(f"{len(record['train'])} site(s) trained, {record['seconds']:.0f} s")
-    return "; ".join(parts)
+        self.folder.finish()  # final checkpoint and report to the tracker (fedseg.tracking)
+        logger.info("run folder: %s (summary.md, rounds.jsonl, checkpoints/)", self.folder.root)

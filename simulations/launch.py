@@ -84,6 +84,8 @@ def flower_env() -> dict[str, str]:
     env = dict(os.environ, FLWR_HOME=str(flwr_home()), PATH=f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}")
     env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     env.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray starts its workers at nice 15: simulated sites would yield to anything else on the machine.
+    env.setdefault("RAY_worker_niceness", "0")
     return env
 
 
@@ -130,8 +132,14 @@ def make_demo_data(config: dict[str, Any]) -> None:
     subprocess.run(command, check=True)
 
 
-def simulate(config: dict[str, Any], *, quiet: bool = False) -> subprocess.CompletedProcess:
-    """Run one simulation of ``config`` (a run config with absolute paths) on a SuperLink of its own."""
+def simulate(
+    config: dict[str, Any], *, quiet: bool = False, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run one simulation of ``config`` (a run config with absolute paths) on a SuperLink of its own.
+
+    With ``timeout`` (seconds) a simulation that runs longer is stopped and ``subprocess.TimeoutExpired``
+    raised; the rounds it finished are in its run folder.
+    """
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     run_config = out / "run-config.toml"
@@ -154,7 +162,9 @@ def simulate(config: dict[str, Any], *, quiet: bool = False) -> subprocess.Compl
         ]
         if not quiet:
             print("$ " + " ".join(command), flush=True)
-        return subprocess.run(command, cwd=REPO, env=flower_env(), check=False, capture_output=quiet, text=True)
+        return subprocess.run(
+            command, cwd=REPO, env=flower_env(), check=False, capture_output=quiet, text=True, timeout=timeout
+        )
     finally:
         stop(superlink)
 

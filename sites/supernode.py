@@ -9,6 +9,7 @@ Settings come from the environment (or the matching ``--options``)::
     FEDSEG_CA          the federation's CA certificate (TLS)                 default /certs/ca.crt
     FEDSEG_NODE_KEY    the site's SuperNode private key (node auth)          default /keys/node.key
     FEDSEG_HE_KEYS     the site's site.context (encrypted aggregation)       optional
+    FEDSEG_REGISTRY    the federation's site registry (signed, masked updates) optional
     FEDSEG_DEVICE      cpu, cuda or auto                                     default auto
     FEDSEG_PORT        the SuperNode's local runtime port                    default 9094
 
@@ -38,6 +39,7 @@ SETTINGS = {
     "ca": ("FEDSEG_CA", "/certs/ca.crt"),
     "node_key": ("FEDSEG_NODE_KEY", "/keys/node.key"),
     "he_keys": ("FEDSEG_HE_KEYS", ""),
+    "registry": ("FEDSEG_REGISTRY", ""),
     "device": ("FEDSEG_DEVICE", "auto"),
     "port": ("FEDSEG_PORT", "9094"),
 }
@@ -60,11 +62,17 @@ def supernode_command(args: argparse.Namespace) -> list[str]:
     for label, path in (("CA certificate", args.ca), ("node key", args.node_key), ("data folder", args.data)):
         if not Path(path).exists():
             raise SystemExit(f"fedseg supernode: {label} not found at {path}")
-    if args.he_keys and not Path(args.he_keys).is_file():
-        raise SystemExit(f"fedseg supernode: HE key file not found at {args.he_keys}")
-    node_config = f"site='{args.site}' data-root='{args.data}' state-dir='{args.state}' device='{args.device}'"
+    for label, path in (("HE key file", args.he_keys), ("site registry", args.registry)):
+        if path and not Path(path).is_file():
+            raise SystemExit(f"fedseg supernode: {label} not found at {path}")
+    node_config = (
+        f"site='{args.site}' data-root='{args.data}' state-dir='{args.state}' device='{args.device}' "
+        f"node-key='{args.node_key}'"
+    )
     if args.he_keys:
         node_config += f" he-keys='{args.he_keys}'"
+    if args.registry:
+        node_config += f" registry='{args.registry}'"
     binary = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
     return [
         binary,

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 RETINA = SHARED_DATA / "retina"
 POLYP = SHARED_DATA / "polyp"
+SPINAL = SHARED_DATA / "spinal-cord-gm"
 RETINA_CENTRES = ("STARE", "AV-WIDE", "CHASE_DB1")
+SPINAL_CENTRES = ("CEITEC", "Juntendo", "Milan", "NWU", "Philips", "UCL")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -74,3 +76,36 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("ignore")
         generate(SynthConfig(out=root, centres=3, images=6, size=96, seed=3), progress=False)
     return root
+
+
+def require_spinal_data() -> None:
+    if not SPINAL.is_dir():
+        pytest.fail(f"spinal-cord volumes not found at {SPINAL}; set FEDSEG_SHARED_DATA to the shared data folder")
+
+
+def write_volume_crops(out: Path, centres: tuple[str, ...], *, size: int, slices: int) -> Path:
+    """The real volumes of ``centres`` (images, masks, unlabelled ``_run-2`` scans) cut to ``size`` x ``size``
+    voxels around the cord and ``slices`` slices, as NIfTI whose affines still place them in the scanner."""
+    import nibabel as nib
+
+    for centre in centres:
+        for image_path in sorted((SPINAL / centre / "images").glob("*.nii.gz")):
+            stem = image_path.name[: -len(".nii.gz")]
+            cord = nib.load(SPINAL / centre / "cord-masks" / f"{stem.removesuffix('_run-2')}.nii.gz")
+            middle = np.argwhere(np.asanyarray(cord.dataobj) > 0).mean(axis=0).astype(int)
+            box = tuple(slice(max(0, c - size // 2), max(0, c - size // 2) + size) for c in middle[:2])
+            box += (slice(0, slices),)
+            folders = [("images", image_path)]
+            if (SPINAL / centre / "masks" / image_path.name).exists():
+                folders.append(("masks", SPINAL / centre / "masks" / image_path.name))
+            for folder, path in folders:
+                (out / centre / folder).mkdir(parents=True, exist_ok=True)
+                nib.save(nib.load(path).slicer[box], out / centre / folder / path.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spinal_crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real MRI sites (UCL, NWU, Milan), cut to 48 x 48 voxels around the cord and 6 slices."""
+    require_spinal_data()
+    return write_volume_crops(tmp_path_factory.mktemp("spinal"), ("UCL", "NWU", "Milan"), size=48, slices=6)

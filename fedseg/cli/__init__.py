@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from fedseg import __version__
-from fedseg.cli import check, demo, deploy, evaluate, keys, predict, privacy, synth, train
+from fedseg.cli import check, demo, deploy, evaluate, export, keys, models, predict, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
 from fedseg.signals import exit_code_of, stop_on_signals
 
@@ -18,11 +18,14 @@ COMMANDS = {
     "train": train,
     "evaluate": evaluate,
     "predict": predict,
+    "export": export,
+    "models": models,
     "privacy": privacy,
     "keys": keys,
     "certs": deploy,
     "node-key": deploy,
     "decrypt": keys,
+    "registry": keys,
     "demo": demo,
 }
 

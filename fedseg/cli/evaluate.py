@@ -9,14 +9,15 @@ from fedseg.cli.common import add_device, csv_list, report_failures
 from fedseg.evaluation.evaluate import EvaluateConfig, evaluate
 from fedseg.inference.crf import CRFConfig
 from fedseg.inference.predictor import InferenceConfig
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument(
-        "--tile-size", type=int, default=None, help="sliding-window tile (default: twice the training crop)"
+        "--tile-size", type=int, default=None, help="sliding-window tile (default: 4 x the training crop)"
     )
-    group.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default: 0.5)")
+    group.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="tile overlap fraction (default: 0.25)")
     group.add_argument("--tile-batch", type=int, default=8, help="tiles per forward pass (default: 8)")
     group.add_argument("--tta", action="store_true", help="average over flips and 90-degree rotations (8x the time)")
     group.add_argument(

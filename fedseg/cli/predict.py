@@ -11,11 +11,21 @@ from fedseg.inference.predict import PredictConfig, predict_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("predict", help="write a binary mask per image of a folder")
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--images", type=Path, required=True, help="folder of images")
-    parser.add_argument("--out", type=Path, required=True, help="folder for <stem>.png masks")
-    parser.add_argument("--probabilities", action="store_true", help="also write <stem>_prob.png (probability x 255)")
+    parser = sub.add_parser("predict", help="write a binary mask per image (PNG) or volume (NIfTI) of a folder")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint, or with --engine a file from `fedseg export`"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime", "torchscript"),
+        default="torch",
+        help="torch (a .pt checkpoint, the default), onnxruntime (.onnx) or torchscript (exported .pt); CPU",
+    )
+    parser.add_argument(
+        "--images", type=Path, required=True, help="folder of images or volumes (or one volume / DICOM series folder)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for <stem>.png (volumes: <stem>.nii.gz) masks")
+    parser.add_argument("--probabilities", action="store_true", help="also write <stem>_prob.png / _prob.nii.gz")
     add_inference_arguments(parser)
     add_device(parser)
 
@@ -28,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         inference=inference_config_from_args(args),
         probabilities=args.probabilities,
         device=args.device,
+        engine=args.engine,
     )
     report = predict_folder(config)
-    masks = [p for p in report.written if not p.stem.endswith("_prob")]
+    masks = [p for p in report.written if "_prob." not in p.name]
     print(f"wrote {len(masks)} mask(s) to {args.out}")
     return report_failures(report.failures)

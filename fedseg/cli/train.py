@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import logging
 from pathlib import Path
 
 from fedseg.cli.common import add_device, csv_list, key_value, positive_int
 from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
+from fedseg.data.normalise import NORMALISATIONS
 from fedseg.data.splits import SplitConfig
-from fedseg.inference.sliding_window import TilingConfig
+from fedseg.inference.sliding_window import TilingConfig, default_tile_size
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
 from fedseg.privacy.budget import PrivacyConfig
+from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
 from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
+from fedseg.volumes.config import VolumeConfig
+from fedseg.volumes.plan import plan_for_dataset
+
+logger = logging.getLogger(__name__)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", type=Path, required=True, help="dataset root: one folder per centre")
     group.add_argument("--centres", type=csv_list, required=True, help="comma-separated centres to train on")
-    group.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    group.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="image channels, or slices per 2.5D stack (default 3)",
+    )
     group.add_argument("--resize", type=int, default=None, help="scale each image's longer side to this at load")
     group.add_argument("--crop-size", type=int, default=256)
     group.add_argument(
@@ -48,13 +60,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep a subject's images together: the regex's first group is the subject id",
     )
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--normalisation", choices=NORMALISATIONS, default="image", help="per-crop (image) or none")
+    volumes = parser.add_argument_group("volumes (NIfTI, DICOM series, NRRD, MetaImage)")
+    volumes.add_argument(
+        "--volume-spacing", type=float, default=None, help="resample volumes in-plane to this many mm (default: no)"
+    )
+    volumes.add_argument(
+        "--patch-slices", type=int, default=VolumeConfig.patch_slices, help="depth of 3D patches (default: 8)"
+    )
 
 
-def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+def data_config_from_args(args: argparse.Namespace, *, channels: int = 3) -> DataConfig:
     return DataConfig(
         root=args.data,
         centres=args.centres,
-        channels=args.channels,
+        channels=channels,
+        normalisation=args.normalisation,
         resize=args.resize,
         crop=CropConfig(size=args.crop_size, foreground_probability=args.foreground_probability),
         augment=AugmentConfig.preset(args.augment),
@@ -65,7 +86,18 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
             label_fraction=args.label_fraction,
             group_patterns=dict(args.group_pattern),
         ),
+        volume=VolumeConfig(spacing=args.volume_spacing, patch_slices=args.patch_slices),
     )
+
+
+def model_and_channels(args: argparse.Namespace) -> tuple[str, int]:
+    """The model and input channels: as given, else chosen from the volumes' spacing (2.5D or 3D), else 2D."""
+    plan = plan_for_dataset(args.data, args.centres)
+    if plan is not None and args.model is None:
+        logger.info("volumes: %s", plan.describe())
+    model = args.model or (plan.model if plan is not None else "unet")
+    three_d = plan is not None and ModelConfig(name=model).spatial_dims == 3
+    return model, args.channels or (1 if three_d else 3)
 
 
 def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +114,7 @@ def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image)")
+    group = parser.add_argument_group("differential privacy (DP-SGD; the privacy unit is one image, or one volume)")
     group.add_argument("--dp-epsilon", type=float, default=None, help="privacy budget epsilon (enables DP-SGD)")
     group.add_argument("--dp-delta", type=float, default=None, help="delta (default: min(1e-5, 1/(10 n)))")
     group.add_argument("--max-grad-norm", type=float, default=1.0, help="per-sample clipping bound (default: 1.0)")
@@ -108,7 +140,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="pooled training on one or more centres")
     add_data_arguments(parser)
     group = parser.add_argument_group("model and optimisation")
-    group.add_argument("--model", default="unet", choices=available_models())
+    group.add_argument(
+        "--model",
+        default=None,
+        choices=available_models(),
+        help="default: unet, or for volumes chosen from their spacing (unet on 2.5D stacks, unet3d)",
+    )
     group.add_argument(
         "--model-option",
         action="append",
@@ -134,18 +171,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=positive_int, default=250)
     run.add_argument("--val-every", type=int, default=250, help="validate every N steps (0: never)")
     run.add_argument("--log-every", type=positive_int, default=10)
-    run.add_argument("--tile-size", type=int, default=512, help="validation tile size (default: 512)")
+    run.add_argument("--tile-size", type=int, default=None, help="validation tile size (default: 4 x the crop size)")
+    run.add_argument(
+        "--tracking",
+        default=DEFAULT_TRACKING,
+        help="tensorboard (event files in RUN/tensorboard, the default), mlflow:URI (and an MLflow run), or none",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = data_config_from_args(args)
+    model, channels = model_and_channels(args)
+    data = data_config_from_args(args, channels=channels)
     return TrainConfig(
         data=data,
         out=args.out,
-        model=ModelConfig(name=args.model, in_channels=data.channels, options=dict(args.model_option)),
+        model=ModelConfig(name=model, in_channels=data.channels, options=dict(args.model_option)),
         loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
-        tiling=replace(TilingConfig(), tile_size=args.tile_size),
+        tiling=TilingConfig(tile_size=args.tile_size or default_tile_size(args.crop_size)),
         mean_teacher=mean_teacher_from_args(args),
         privacy=privacy_from_args(args),
         steps=args.steps,
@@ -160,7 +203,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args), resume=args.resume)
+    TrackingConfig.parse(args.tracking)  # a bad value fails before the data is read
+    result = train(config_from_args(args), resume=args.resume, tracking=args.tracking)
     best = f", best validation Dice {result.best_val_dice:.4f}" if result.best_val_dice is not None else ""
     spent = f", epsilon spent {result.epsilon:.3f}" if result.epsilon is not None else ""
     print(f"trained {result.steps} steps{best}{spent}; checkpoint: {result.last_checkpoint}")

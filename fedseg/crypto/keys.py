@@ -1,10 +1,17 @@
 """Key provisioning: ``fedseg keys --out DIR`` writes a site context and a server context.
 
-Files are a small fedseg container (magic, JSON header, TenSEAL context bytes)::
+Files are a small fedseg container (magic, JSON header, TenSEAL context bytes, SHA-256 of all
+that before it)::
 
-    site.context     secret key inside: file mode 0600; copy it to every site, never to the server
+    site.context     secret key inside: file mode 0600; for the sites (and the held-out evaluator),
+                     never for the aggregator. With pairwise masks (``fedseg.crypto.masking``) it
+                     opens only masked updates and the aggregate, never one site's update
     server.context   parameters only: it can add ciphertexts but neither encrypt nor decrypt
     fingerprint.txt  the key set's fingerprint; sites and server refuse peers with another one
+
+A flipped byte anywhere in a key file is refused at load (checksum), and a site context must
+decrypt a known test vector before it is used. Sites encrypt with the secret key (SEAL's
+symmetric encryption: the same size as public-key ciphertexts, 11x less noise).
 
 Default parameters (poly modulus degree 8192, coefficient moduli [56, 36] bits, scale 2^36)
 are 128-bit secure (92 of the 218 bits SEAL allows at this degree), cost 7.6x the fp32 size per
@@ -30,6 +37,9 @@ import tenseal as ts
 from fedseg.files import atomic_write_bytes, atomic_write_text
 
 MAGIC = b"FEDSEG-HE\x00"
+CHECKSUM_BYTES = 32
+FORMAT_VERSION = 2
+TEST_VECTOR = (0.5, -1.25, 3.0, 1e-3)
 SITE_FILE, SERVER_FILE, FINGERPRINT_FILE = "site.context", "server.context", "fingerprint.txt"
 
 
@@ -80,7 +90,15 @@ class HEContext:
 
 def _pack(header: dict, payload: bytes) -> bytes:
     encoded = json.dumps(header, sort_keys=True).encode()
-    return MAGIC + struct.pack(">I", len(encoded)) + encoded + payload
+    body = MAGIC + struct.pack(">I", len(encoded)) + encoded + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _damaged(path: Path, what: str) -> HEKeyError:
+    return HEKeyError(
+        f"{path}: damaged key file ({what}); copy it again from where it was made, or make a new key set "
+        "with `fedseg keys` (all sites and the aggregator must then use the new one)"
+    )
 
 
 def _unpack(data: bytes, path: Path) -> tuple[dict, bytes]:
@@ -89,10 +107,18 @@ def _unpack(data: bytes, path: Path) -> tuple[dict, bytes]:
     (length,) = struct.unpack(">I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:
-        header = json.loads(data[start : start + length])
-    except json.JSONDecodeError:
-        raise HEKeyError(f"{path}: damaged key file header") from None
-    return header, data[start + length :]
+        header = json.loads(data[start : start + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _damaged(path, "unreadable header") from None
+    if not isinstance(header, dict):
+        raise _damaged(path, "unreadable header")
+    payload = data[start + length :]
+    if int(header.get("version", 1)) >= 2:
+        body, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+        if len(payload) < CHECKSUM_BYTES or hashlib.sha256(body).digest() != checksum:
+            raise _damaged(path, "checksum mismatch: truncated or changed")
+        payload = payload[:-CHECKSUM_BYTES]
+    return header, payload
 
 
 def _fingerprint(key_id: str, parameters: HEParameters) -> str:
@@ -110,13 +136,14 @@ def generate_keys(out: str | Path, parameters: HEParameters = HEParameters()) ->
         ts.SCHEME_TYPE.CKKS,
         poly_modulus_degree=parameters.poly_modulus_degree,
         coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes),
+        encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
     )
     context.global_scale = 2.0**parameters.scale_bits
     key_id = secrets.token_hex(16)
     fingerprint = _fingerprint(key_id, parameters)
     header = {
         "format": "fedseg-he-context",
-        "version": 1,
+        "version": FORMAT_VERSION,
         "key_id": key_id,
         "fingerprint": fingerprint,
         "parameters": asdict(parameters),
@@ -149,25 +176,45 @@ def load_context(path: str | Path, *, expect: str) -> HEContext:
     return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, expect)
 
 
+def _parameters(header: dict, path: Path) -> HEParameters:
+    try:
+        values = dict(header["parameters"])
+        parameters = HEParameters(**{**values, "coeff_mod_bit_sizes": tuple(values["coeff_mod_bit_sizes"])})
+        fingerprint_ok = _fingerprint(str(header["key_id"]), parameters) == header["fingerprint"]
+    except (KeyError, TypeError, ValueError):
+        raise _damaged(path, "header fields missing or invalid") from None
+    if not fingerprint_ok:
+        raise HEKeyError(f"{path}: the header's fingerprint does not match its parameters (edited file?)")
+    return parameters
+
+
+def _check_test_decryption(context: ts.Context, path: Path) -> None:
+    """A known vector must survive encryption and decryption (catches key data damaged before checksums)."""
+    try:
+        values = ts.ckks_vector(context, list(TEST_VECTOR)).decrypt()
+    except Exception as error:  # TenSEAL raises several types on damaged keys
+        raise _damaged(path, f"test decryption failed: {type(error).__name__}") from None
+    if len(values) != len(TEST_VECTOR) or max(abs(a - b) for a, b in zip(values, TEST_VECTOR)) > 1e-4:
+        raise _damaged(path, "the secret key does not decrypt a known test vector")
+
+
 def _load(path: Path, expect: str) -> HEContext:
     header, payload = _unpack(path.read_bytes(), path)
     if header.get("kind") != expect:
         raise HEKeyError(f"{path}: is a {header.get('kind')} context, but a {expect} context is needed here")
-    parameters = HEParameters(
-        **{**header["parameters"], "coeff_mod_bit_sizes": tuple(header["parameters"]["coeff_mod_bit_sizes"])}
-    )
-    if _fingerprint(header["key_id"], parameters) != header["fingerprint"]:
-        raise HEKeyError(f"{path}: the header's fingerprint does not match its parameters (edited file?)")
+    parameters = _parameters(header, path)
     try:
         context = ts.context_from(payload)
     except Exception as error:  # TenSEAL raises several types for damaged input
-        raise HEKeyError(f"{path}: damaged TenSEAL context ({error})") from None
+        raise _damaged(path, f"TenSEAL cannot read it: {type(error).__name__}") from None
     if expect == "server" and context.has_secret_key():
         raise HEKeyError(f"{path}: a server context must not hold a secret key")
     if expect == "site" and not context.has_secret_key():
         raise HEKeyError(f"{path}: this site context has no secret key; copy site.context from `fedseg keys`")
     context.global_scale = 2.0**parameters.scale_bits
-    return HEContext(context=context, kind=expect, parameters=parameters, fingerprint=header["fingerprint"])
+    if expect == "site":
+        _check_test_decryption(context, path)
+    return HEContext(context=context, kind=expect, parameters=parameters, fingerprint=str(header["fingerprint"]))
 
 
 def key_file_mode(path: str | Path) -> int:

@@ -2,10 +2,11 @@
 
 The floating-point tensors of a state dict are flattened, in a fixed order, into one vector
 whose ``layout_hash`` names the order, shapes and dtypes; integer buffers travel separately in
-plaintext (they are never averaged). The vector is split into slot-sized chunks and each chunk
-is one ciphertext. An update carries its key-set fingerprint, its weight and a SHA-256 digest
-of its bytes, so the server can refuse one built on other keys, for another model, or damaged
-on the way.
+plaintext (they are never averaged). The vector, multiplied by the site's weight, is put in
+fixed point (``fedseg.crypto.masking.FixedPoint``), optionally masked, split into slot-sized
+chunks, and each chunk is one ciphertext. An update carries its key-set fingerprint, its weight
+and a SHA-256 digest of its bytes; the digest is not a defence against tampering on its own
+(anyone can recompute it): the site's signature over it is (``fedseg.crypto.signing``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import tenseal as ts
 import torch
 
 from fedseg.crypto.keys import HEContext
+from fedseg.crypto.masking import FixedPoint
 
 PARALLEL_MIN_CHUNKS = 64
+ABSURD_WEIGHT = 1e4  # a decrypted model weight beyond this means damaged keys or a diverged model
 
 
 class CiphertextRejected(ValueError):
@@ -82,7 +85,7 @@ def unflatten(
 
 @dataclass(frozen=True)
 class EncryptedVector:
-    """What travels: ciphertext chunks of ``weight`` x (flattened weights), and how to check them."""
+    """What travels: ciphertext chunks of fixed-point ``weight`` x (flattened weights), and how to check them."""
 
     chunks: tuple[bytes, ...]
     length: int
@@ -91,18 +94,36 @@ class EncryptedVector:
     fingerprint: str
     digest: str
     integers: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    fixed: FixedPoint = FixedPoint(22, 17)
 
     @property
     def nbytes(self) -> int:
         return sum(len(chunk) for chunk in self.chunks)
 
 
-def digest_of(chunks: Sequence[bytes], length: int, weight: float, layout_hash: str, fingerprint: str) -> str:
-    hasher = hashlib.sha256(f"{length}|{weight!r}|{layout_hash}|{fingerprint}".encode())
+def digest_of(
+    chunks: Sequence[bytes], length: int, weight: float, layout_hash: str, fingerprint: str, fixed: FixedPoint
+) -> str:
+    hasher = hashlib.sha256(
+        f"{length}|{weight!r}|{layout_hash}|{fingerprint}|{fixed.fraction_bits}|{fixed.range_bits}".encode()
+    )
     for chunk in chunks:
         hasher.update(len(chunk).to_bytes(8, "little"))
         hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def _sealed(
+    chunks: tuple[bytes, ...],
+    length: int,
+    weight: float,
+    layout_hash: str,
+    he: HEContext,
+    fixed: FixedPoint,
+    integers: Mapping[str, torch.Tensor],
+) -> EncryptedVector:
+    digest = digest_of(chunks, length, weight, layout_hash, he.fingerprint, fixed)
+    return EncryptedVector(chunks, length, weight, layout_hash, he.fingerprint, digest, dict(integers), fixed)
 
 
 _WORKER_CONTEXT: ts.Context | None = None
@@ -114,65 +135,82 @@ def _init_worker(serialized: bytes) -> None:
 
 
 def _encrypt_chunk(values: np.ndarray) -> bytes:
-    assert _WORKER_CONTEXT is not None
+    if _WORKER_CONTEXT is None:
+        raise RuntimeError("encryption worker started without a context")
     return ts.ckks_vector(_WORKER_CONTEXT, values).serialize()
 
 
 def _encrypt_chunks(pieces: list[np.ndarray], he: HEContext, workers: int) -> list[bytes]:
     if workers <= 1 or len(pieces) < PARALLEL_MIN_CHUNKS:
         return [ts.ckks_vector(he.context, piece).serialize() for piece in pieces]
+    # the workers are this site's own processes: they get the key the site encrypts with
     serialized = he.context.serialize(
-        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+        save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
     )
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(serialized,)) as pool:
         return list(pool.map(_encrypt_chunk, pieces, chunksize=max(1, len(pieces) // (4 * workers))))
 
 
+def _chunked(vector: np.ndarray, slots: int) -> list[np.ndarray]:
+    return [vector[start : start + slots] for start in range(0, vector.size, slots)]
+
+
 def encrypt_weighted(
-    state: Mapping[str, torch.Tensor], weight: float, he: HEContext, *, workers: int | None = None
+    state: Mapping[str, torch.Tensor],
+    weight: float,
+    he: HEContext,
+    *,
+    fixed: FixedPoint,
+    mask: np.ndarray | None = None,
+    workers: int | None = None,
 ) -> EncryptedVector:
-    """Encrypt ``weight`` x the floating weights of ``state`` (a site's update), chunk by chunk."""
-    if not (weight > 0 and math.isfinite(weight)):
-        raise ValueError(f"an update's weight must be a positive number, got {weight}")
+    """Encrypt ``weight`` x the floating weights of ``state`` (a site's update) in fixed point, plus ``mask``.
+
+    ``mask`` (integers modulo 2^fixed.modulus_bits, one per value) is what makes one update
+    unreadable on its own; the masks of a round's participants cancel in the sum.
+    """
+    if not 0 < weight <= 1:
+        raise ValueError(f"an update's weight is its share of the round's examples, in (0, 1]; got {weight}")
     layout = Layout.of(state)
-    vector = flatten(state, layout) * weight
-    largest = float(np.abs(vector).max(initial=0.0))
-    if largest > he.parameters.max_abs_value:
+    values = flatten(state, layout)
+    largest = float(np.abs(values).max(initial=0.0))
+    if not largest < fixed.limit:  # then any weighted sum (shares adding up to <= 1) decodes too
         raise ValueError(
-            f"weighted update reaches {largest:.3g}, beyond what the CKKS parameters hold "
-            f"({he.parameters.max_abs_value:.3g}); use keys with a larger first modulus"
+            f"the update's weights reach {largest:.3g}, beyond what the encrypted sum holds for this many sites "
+            f"({fixed.limit:.3g}): the model has diverged, or use keys with a larger first modulus"
         )
-    slots = he.parameters.slots
-    pieces = [vector[start : start + slots] for start in range(0, vector.size, slots)]
+    integers = fixed.encode(values * weight)
+    if mask is not None:
+        if mask.shape != integers.shape:
+            raise ValueError(f"mask has {mask.size} values, the update {integers.size}")
+        integers = (integers + mask) & np.uint64(2**fixed.modulus_bits - 1)
+    pieces = _chunked(fixed.to_slots(integers), he.parameters.slots)
     chunks = tuple(_encrypt_chunks(pieces, he, workers if workers is not None else min(4, os.cpu_count() or 1)))
-    integers = {name: state[name].detach().cpu().clone() for name in layout.integers}
-    return EncryptedVector(
-        chunks,
-        vector.size,
-        float(weight),
-        layout.hash,
-        he.fingerprint,
-        digest_of(chunks, vector.size, float(weight), layout.hash, he.fingerprint),
-        integers,
-    )
+    plain_integers = {name: state[name].detach().cpu().clone() for name in layout.integers}
+    return _sealed(chunks, integers.size, float(weight), layout.hash, he, fixed, plain_integers)
 
 
-def check_update(update: EncryptedVector, *, fingerprint: str, layout_hash: str, length: int, slots: int) -> None:
-    """Refuse an update built on other keys, for another model, or damaged in transit."""
+def check_update(
+    update: EncryptedVector, *, fingerprint: str, layout_hash: str, length: int, slots: int, fixed: FixedPoint
+) -> None:
+    """Refuse an update built on other keys, for another model or fixed point, or damaged in transit."""
     if update.fingerprint != fingerprint:
         raise CiphertextRejected(
             f"built on other keys (fingerprint {update.fingerprint[:12]}, this federation uses {fingerprint[:12]})"
         )
     if update.layout_hash != layout_hash or update.length != length:
         raise CiphertextRejected("encrypts another model layout than the federation's")
+    if update.fixed != fixed:
+        raise CiphertextRejected(f"uses fixed point {update.fixed}, the federation {fixed} (another site count?)")
     if len(update.chunks) != math.ceil(length / slots):
         raise CiphertextRejected(
             f"has {len(update.chunks)} ciphertexts, {math.ceil(length / slots)} expected (truncated?)"
         )
-    if digest_of(update.chunks, update.length, update.weight, update.layout_hash, update.fingerprint) != update.digest:
-        raise CiphertextRejected("ciphertext bytes do not match their digest (damaged or tampered in transit)")
-    if not (update.weight > 0 and math.isfinite(update.weight)):
-        raise CiphertextRejected(f"weight {update.weight} is not a positive number")
+    expected = digest_of(update.chunks, update.length, update.weight, update.layout_hash, update.fingerprint, fixed)
+    if expected != update.digest:
+        raise CiphertextRejected("ciphertext bytes do not match their digest (damaged in transit)")
+    if not 0 < update.weight <= 1 + 1e-9:
+        raise CiphertextRejected(f"weight {update.weight} is not a share of the round's examples in (0, 1]")
 
 
 def _load_chunk(data: bytes, he: HEContext, expected: int) -> ts.CKKSVector:
@@ -185,58 +223,88 @@ def _load_chunk(data: bytes, he: HEContext, expected: int) -> ts.CKKSVector:
     return vector
 
 
+def _sizes(length: int, slots: int) -> list[int]:
+    return [min(slots, length - start) for start in range(0, length, slots)]
+
+
+def _added(totals: list[ts.CKKSVector] | None, vectors: list[ts.CKKSVector]) -> list[ts.CKKSVector]:
+    if totals is None:
+        return vectors
+    try:
+        return [total + vector for total, vector in zip(totals, vectors)]
+    except Exception as error:  # another scale or level: TenSEAL raises ValueError or RuntimeError
+        raise CiphertextRejected(f"cannot be added to the others ({type(error).__name__}: {error})") from None
+
+
 def add_encrypted(
-    updates: Sequence[EncryptedVector], he: HEContext, *, layout_hash: str, length: int
+    updates: Sequence[EncryptedVector], he: HEContext, *, layout_hash: str, length: int, fixed: FixedPoint
 ) -> tuple[EncryptedVector | None, dict[int, str]]:
     """Sum the acceptable updates ciphertext by ciphertext (the server's whole job) and their weights.
 
-    Returns the encrypted sum (None if nothing was acceptable) and, by index, why updates were refused.
+    Every check, the addition included, happens before an update counts: one that fails leaves
+    the sum of the others untouched. Returns the encrypted sum (None if nothing was acceptable)
+    and, by index, why updates were refused.
     """
     slots = he.parameters.slots
-    sizes = [min(slots, length - start) for start in range(0, length, slots)]
     rejected: dict[int, str] = {}
     totals: list[ts.CKKSVector] | None = None
     weight, integers = 0.0, None
     for index, update in enumerate(updates):
         try:
-            check_update(update, fingerprint=he.fingerprint, layout_hash=layout_hash, length=length, slots=slots)
-            vectors = [_load_chunk(chunk, he, size) for chunk, size in zip(update.chunks, sizes)]
+            check_update(
+                update, fingerprint=he.fingerprint, layout_hash=layout_hash, length=length, slots=slots, fixed=fixed
+            )
+            vectors = [_load_chunk(chunk, he, size) for chunk, size in zip(update.chunks, _sizes(length, slots))]
+            totals = _added(totals, vectors)
         except CiphertextRejected as error:
             rejected[index] = str(error)
             continue
-        if totals is None:
-            totals, integers = vectors, update.integers
-        else:
-            for total, vector in zip(totals, vectors):
-                total += vector
         weight += update.weight
+        integers = integers if integers is not None else update.integers
     if totals is None:
         return None, rejected
     chunks = tuple(total.serialize() for total in totals)
-    summed = EncryptedVector(
-        chunks,
-        length,
-        weight,
-        layout_hash,
-        he.fingerprint,
-        digest_of(chunks, length, weight, layout_hash, he.fingerprint),
-        dict(integers or {}),
+    return _sealed(chunks, length, weight, layout_hash, he, fixed, integers or {}), rejected
+
+
+def add_plain(total: EncryptedVector, integers: np.ndarray, he: HEContext) -> EncryptedVector:
+    """Add plaintext fixed-point ``integers`` (e.g. minus the masks of sites that dropped out) to a sum."""
+    slots = he.parameters.slots
+    values = _chunked(total.fixed.to_slots(integers), slots)
+    chunks = tuple(
+        (_load_chunk(chunk, he, size) + piece.tolist()).serialize()
+        for chunk, size, piece in zip(total.chunks, _sizes(total.length, slots), values)
     )
-    return summed, rejected
+    return _sealed(chunks, total.length, total.weight, total.layout_hash, he, total.fixed, total.integers)
 
 
 def decrypt_average(encrypted: EncryptedVector, he: HEContext, layout: Layout) -> OrderedDict[str, torch.Tensor]:
-    """The site's side: decrypt the sum, divide by the total weight, and unpack into a state dict."""
+    """A site's side: decrypt the sum, divide by the total weight, and unpack into a state dict.
+
+    Refuses a result that is not finite or holds absurd weights (damaged keys or ciphertexts).
+    """
     if not he.can_decrypt:
         raise PermissionError("this context holds no secret key: only sites can decrypt")
+    slots = he.parameters.slots
     check_update(
-        encrypted, fingerprint=he.fingerprint, layout_hash=layout.hash, length=layout.size, slots=he.parameters.slots
+        encrypted,
+        fingerprint=he.fingerprint,
+        layout_hash=layout.hash,
+        length=layout.size,
+        slots=slots,
+        fixed=encrypted.fixed,
     )
-    sizes = [min(he.parameters.slots, layout.size - start) for start in range(0, layout.size, he.parameters.slots)]
-    values = np.concatenate(
+    decrypted = np.concatenate(
         [
             np.asarray(_load_chunk(chunk, he, size).decrypt(), dtype=np.float64)
-            for chunk, size in zip(encrypted.chunks, sizes)
+            for chunk, size in zip(encrypted.chunks, _sizes(layout.size, slots))
         ]
     )
-    return unflatten(values / encrypted.weight, layout, encrypted.integers)
+    values = encrypted.fixed.decode(decrypted) / encrypted.weight
+    largest = float(np.abs(values).max(initial=0.0))
+    if not math.isfinite(largest) or largest > ABSURD_WEIGHT:
+        raise CiphertextRejected(
+            f"decrypts to weights up to {largest:.3g} (limit {ABSURD_WEIGHT:g}): damaged keys or ciphertexts, "
+            "or an incomplete sum whose masks did not cancel"
+        )
+    return unflatten(values, layout, encrypted.integers)

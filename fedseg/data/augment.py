@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import albumentations as A
 
-AUGMENT_PRESETS = ("strong", "basic", "none")
+AUGMENT_PRESETS = ("strong", "basic", "volume", "none")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,20 @@ class AugmentConfig:
                 contrast=0.1,
                 blur_probability=0.0,
                 noise_probability=0.0,
+            )
+        if name == "volume":
+            # MRI/CT slice stacks: no 90-degree turns (anatomy has a fixed orientation after RAS+),
+            # no per-channel colour changes (the channels are neighbouring slices), mild rescaling.
+            return cls(
+                rotate90=False,
+                scale_min=0.8,
+                scale_max=1.25,
+                grey_probability=0.0,
+                channel_scale=0.0,
+                blur_probability=0.2,
+                blur_sigma_max=1.0,
+                noise_probability=0.2,
+                noise_std_max=0.05,
             )
         if name == "none":
             return replace(cls.preset("basic"), flips=False, rotate90=False, brightness=0.0, contrast=0.0)

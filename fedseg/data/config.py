@@ -9,11 +9,13 @@ from fedseg.data.augment import AugmentConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.normalise import NORMALISATIONS
 from fedseg.data.splits import SplitConfig
+from fedseg.volumes.config import VolumeConfig
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset root, centres, and preprocessing. ``resize`` scales each image's longer side at load."""
+    """Dataset root, centres, and preprocessing. ``resize`` scales each image's longer side at load;
+    ``volume`` says how volumes (NIfTI, DICOM, ...) are prepared and is ignored for 2D images."""
 
     root: Path
     centres: tuple[str, ...]
@@ -23,6 +25,7 @@ class DataConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
 
     def __post_init__(self) -> None:
         if not self.centres:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +21,17 @@ from fedseg.data.loading import LoadedImage
 from fedseg.data.normalise import normalise
 
 SampleKey = tuple[int, int]
+
+
+class CropDataset(Protocol):
+    """What local training samples from: items addressed by ``(index, seed)`` keys, with a labelled flag
+    per index (``TrainingCrops``; for volumes ``SliceCrops`` and ``VolumePatches``)."""
+
+    labelled: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

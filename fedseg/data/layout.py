@@ -5,6 +5,10 @@
     <root>/<centre>/images/<stem>.<ext>     required, one file per image
     <root>/<centre>/masks/<stem>.<ext>      optional; an image without a mask is unlabelled
     <root>/<centre>/fov/<stem>.<ext>        optional field-of-view masks
+
+Images are 2D files or volumes (NIfTI, NRRD, MetaImage files, DICOM series folders; see
+:mod:`fedseg.volumes.formats`). A folder with nnU-Net's raw layout (``dataset.json``,
+``imagesTr/``) is read through :mod:`fedseg.volumes.nnunet`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from fedseg.data.errors import DataError
 from fedseg.data.reading import IMAGE_SUFFIXES, is_image_file
+from fedseg.volumes.formats import VOLUME_SUFFIXES, is_nnunet_dataset, is_volume_path, volume_stem
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +46,32 @@ class ImageRecord:
         return f"{self.centre}/{self.stem}"
 
 
+def _stem(path: Path) -> str | None:
+    """The stem an image (2D file) or volume (file or DICOM folder) is matched by; None for anything else."""
+    if is_image_file(path):
+        return path.stem
+    return volume_stem(path) if is_volume_path(path) else None
+
+
 def _files_by_stem(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not is_image_file(path):
+        stem = _stem(path)
+        if stem is None:
             continue
-        if path.stem in files:
+        if stem in files:
             raise DataError(
-                f"{folder}: two files share the stem '{path.stem}' ({files[path.stem].name}, {path.name}). "
+                f"{folder}: two files share the stem '{stem}' ({files[stem].name}, {path.name}). "
                 "Keep one of them: masks are matched to images by stem."
             )
-        files[path.stem] = path
+        files[stem] = path
     return files
+
+
+def _nnunet(root: Path) -> dict[str, tuple[ImageRecord, ...]]:
+    from fedseg.volumes.nnunet import scan_nnunet
+
+    return scan_nnunet(root)
 
 
 def list_centres(root: str | Path) -> list[str]:
@@ -60,11 +79,18 @@ def list_centres(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found. Point --data at a folder with one sub-folder per centre.")
+    if is_nnunet_dataset(root):
+        return list(_nnunet(root))
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / IMAGES_DIR).is_dir())
 
 
 def scan_centre(root: str | Path, centre: str) -> tuple[ImageRecord, ...]:
     """Every image of one centre, sorted by stem, with its mask and field of view."""
+    if is_nnunet_dataset(Path(root)):
+        by_centre = _nnunet(Path(root))
+        if centre not in by_centre:
+            raise DataError(f"{root}: no case of centre '{centre}' in centres.csv. Centres: {', '.join(by_centre)}.")
+        return by_centre[centre]
     folder = Path(root) / centre
     if not folder.is_dir():
         available = ", ".join(list_centres(root)) or "none"
@@ -74,7 +100,7 @@ def scan_centre(root: str | Path, centre: str) -> tuple[ImageRecord, ...]:
         raise DataError(f"{folder}: missing '{IMAGES_DIR}/' folder. Put the centre's images in {images_dir}.")
     images = _files_by_stem(images_dir)
     if not images:
-        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES) + list(VOLUME_SUFFIXES)) + ", DICOM series folders"
         raise DataError(f"{images_dir}: no images found (centre '{centre}' is empty). Supported files: {kinds}.")
     masks = _files_by_stem(folder / MASKS_DIR) if (folder / MASKS_DIR).is_dir() else {}
     fovs = _files_by_stem(folder / FOV_DIR) if (folder / FOV_DIR).is_dir() else {}

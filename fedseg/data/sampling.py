@@ -8,12 +8,16 @@ subsampling assumes.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+if typing.TYPE_CHECKING:
+    from fedseg.data.crops import CropDataset
 
 SampleKey = tuple[int, int]
 
@@ -96,11 +100,17 @@ def collate_or_none(items: list) -> dict[str, torch.Tensor] | None:
 
 
 def step_loader(
-    dataset: Dataset, keys: KeySampler, *, start: int, stop: int, workers: int = 0, pin_memory: bool = False
+    dataset: Dataset | CropDataset,
+    keys: KeySampler,
+    *,
+    start: int,
+    stop: int,
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Batches for steps ``start..stop-1``; an empty batch comes out as None."""
     return DataLoader(
-        dataset,
+        typing.cast(Dataset, dataset),
         batch_sampler=StepBatches(keys, start=start, stop=stop),
         num_workers=workers,
         collate_fn=collate_or_none,

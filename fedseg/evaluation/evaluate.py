@@ -30,6 +30,9 @@ from fedseg.inference.crf import refine
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.models.checkpoint import Checkpoint, load_checkpoint
 from fedseg.outputs import check_output_folder, inputs_protected
+from fedseg.volumes.inference import VolumePredictor, predictor_from_checkpoint
+from fedseg.volumes.montage import save_montage
+from fedseg.volumes.scoring import native_volume
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,8 @@ class EvaluationReport:
 
 def per_image_csv(results: list[CentreResult], with_crf: bool) -> str:
     buffer = io.StringIO()
-    columns = PER_IMAGE_COLUMNS + (("dice_without_crf",) if with_crf else ())
+    extra = [key for result in results for row in result.rows for key in row if key not in PER_IMAGE_COLUMNS]
+    columns = PER_IMAGE_COLUMNS + tuple(dict.fromkeys(extra)) + (("dice_without_crf",) if with_crf else ())
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for result in results:
@@ -91,7 +95,9 @@ def per_image_csv(results: list[CentreResult], with_crf: bool) -> str:
     return buffer.getvalue()
 
 
-def _threshold(config: EvaluateConfig, checkpoint: Checkpoint, predictor: Predictor) -> tuple[float, str]:
+def _threshold(
+    config: EvaluateConfig, checkpoint: Checkpoint, predictor: Predictor | VolumePredictor
+) -> tuple[float, str]:
     if not config.pick_threshold:
         return config.inference.threshold, "fixed"
     manifest = config.val_manifest or checkpoint.meta.get("manifest")
@@ -114,22 +120,42 @@ def _threshold(config: EvaluateConfig, checkpoint: Checkpoint, predictor: Predic
     return choice.threshold, f"chosen on {choice.n_images} validation images of {', '.join(choice.centres)}"
 
 
+def _picks(result: CentreResult) -> dict[str, dict[str, Any]]:
+    rows = sorted(result.rows, key=lambda row: row["dice"])
+    return {"worst": rows[0], "median": rows[len(rows) // 2], "best": rows[-1]} if rows else {}
+
+
+def _volume_example(
+    config: EvaluateConfig, predictor: VolumePredictor, record: ImageRecord, row: dict[str, Any], threshold: float
+) -> str:
+    """A slice montage of one volume (image, expert, model) in ``overlays/``; returns its file name."""
+    loaded = native_volume(record, predictor)
+    prediction = predictor.probabilities(loaded) > threshold
+    file_name = f"{record.centre}_{row['image']}.png"
+    title = f"{record.centre} {row['image']}  Dice {row['dice']:.3f}"
+    save_montage(config.out / "overlays" / file_name, loaded.image, np.asarray(loaded.mask), prediction, title)
+    return file_name
+
+
 def _examples(
     config: EvaluateConfig,
-    predictor: Predictor,
+    predictor: Predictor | VolumePredictor,
     records: dict[str, list[ImageRecord]],
     results: list[CentreResult],
     threshold: float,
 ) -> list[tuple[str, str, str, float]]:
-    """Overlay PNGs of the best, median and worst image of each centre."""
+    """Overlay PNGs of the best, median and worst image of each centre (slice montages for volumes)."""
     examples = []
+    montages: dict[tuple[str, str], str] = {}
     for result in results:
-        rows = sorted(result.rows, key=lambda row: row["dice"])
-        if not rows:
-            continue
-        picks = {"worst": rows[0], "median": rows[len(rows) // 2], "best": rows[-1]}
         by_stem = {r.stem: r for r in records[result.centre]}
-        for rank, row in picks.items():
+        for rank, row in _picks(result).items():
+            if isinstance(predictor, VolumePredictor):
+                key = (result.centre, row["image"])
+                if key not in montages:
+                    montages[key] = _volume_example(config, predictor, by_stem[row["image"]], row, threshold)
+                examples.append((result.centre, rank, montages[key], float(row["dice"])))
+                continue
             loaded = load_record(by_stem[row["image"]], channels=predictor.preprocessing.channels)
             probabilities = predictor.probabilities(loaded.image, loaded.fov)
             if config.inference.crf is not None:
@@ -186,7 +212,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = True) -> EvaluationRepo
 
 def _evaluate(config: EvaluateConfig, records: dict[str, list[ImageRecord]], progress: bool) -> EvaluationReport:
     checkpoint = load_checkpoint(config.checkpoint)
-    predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    predictor = predictor_from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     threshold, source = _threshold(config, checkpoint, predictor)
     results = [
         score_records(predictor, r, threshold=threshold, crf=config.inference.crf, progress=progress)
@@ -204,6 +230,8 @@ def _evaluate(config: EvaluateConfig, records: dict[str, list[ImageRecord]], pro
             "crf": None if config.inference.crf is None else vars(config.inference.crf),
             "tile_size": predictor.tiling.tile_size,
             "overlap": predictor.tiling.overlap,
+            "mode": checkpoint.preprocessing.mode,
+            "distance_unit": "mm" if checkpoint.preprocessing.volumes else "px",
         },
         "centres": {result.centre: centre_metrics(result) for result in results},
     }

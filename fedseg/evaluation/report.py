@@ -83,9 +83,16 @@ def _dice_cell(entry: Mapping[str, Any]) -> str:
     return f"{_cell(entry['dice'])}{interval}"
 
 
+def _volume_cells(m: Mapping[str, Any]) -> str:
+    difference = m.get("volume_difference")
+    return f" {_cell(m.get('msd'), 2)} | {'–' if difference is None else f'{100 * difference:+.1f} %'} |"
+
+
 def report_markdown(metrics: Mapping[str, Any], examples: Sequence[tuple[str, str, str, float]]) -> str:
     settings = metrics["settings"]
     with_crf = settings["crf"] is not None
+    unit = settings.get("distance_unit", "px")
+    volumes = unit == "mm"
     lines = [
         "# Segmentation report",
         "",
@@ -94,28 +101,45 @@ def report_markdown(metrics: Mapping[str, Any], examples: Sequence[tuple[str, st
         f"test-time augmentation {'on' if settings['tta'] else 'off'}; dense CRF {'on' if with_crf else 'off'}; "
         f"tiles of {settings['tile_size']} px with {settings['overlap']:.0%} overlap.",
         "",
-        "| Centre | Images | Dice (95 % CI) | IoU | Sensitivity | Precision | HD95 (px) |"
+        f"| Centre | {'Volumes' if volumes else 'Images'} | Dice (95 % CI) | IoU | Sensitivity | Precision "
+        f"| HD95 ({unit}) |"
+        + (" Mean surface distance (mm) | Volume difference |" if volumes else "")
         + (" Dice without CRF |" if with_crf else ""),
-        "|---|---:|---|---:|---:|---:|---:|" + ("---|" if with_crf else ""),
+        "|---|---:|---|---:|---:|---:|---:|" + ("---:|---:|" if volumes else "") + ("---|" if with_crf else ""),
     ]
     for centre, m in metrics["centres"].items():
         row = (
             f"| {centre} | {m['n_images']} | {_dice_cell(m)} | {_cell(m['iou'])} | {_cell(m['sensitivity'])} "
             f"| {_cell(m['precision'])} | {_cell(m['hd95'], 1)} |"
         )
+        row += _volume_cells(m) if volumes else ""
         lines.append(row + (f" {_dice_cell(m['without_crf'])} |" if with_crf else ""))
     lines += [
         "",
         "How to read this: Dice and IoU measure how far the model's outline overlaps the expert's (1 is identical, "
         "0 is no overlap). Sensitivity is the share of the expert's foreground the model found; precision the share "
-        "of the model's foreground that is right. HD95 is the boundary distance, in pixels, that 95 % of boundary "
-        "points stay within (lower is better). Intervals are bootstrapped over images.",
+        "of the model's foreground that is right. HD95 is the boundary distance, in "
+        + ("millimetres (from each volume's voxel spacing)" if volumes else "pixels")
+        + ", that 95 % of boundary points stay within (lower is better). "
+        + (
+            "The mean surface distance averages the boundary distance both ways; the volume difference is "
+            "(predicted - expert) / expert volume. Dice and distances are per volume; intervals are bootstrapped "
+            "over volumes."
+            if volumes
+            else "Intervals are bootstrapped over images."
+        ),
         "",
         "![Dice by centre](dice_by_centre.png)",
         "",
         "## Examples",
         "",
-        "Best, median and worst image of each centre by Dice. Panels: the image; the expert's mask (yellow); "
+        (
+            "Best, median and worst volume of each centre by Dice, a few slices each, cropped around the expert's mask "
+            "(radiological view). "
+            if volumes
+            else "Best, median and worst image of each centre by Dice. "
+        )
+        + "Panels: the image; the expert's mask (yellow); "
         "the model's result (green: agrees with the expert; magenta: marked but not the expert's; "
         "blue: the expert's but missed).",
         "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +19,9 @@ from fedseg.data.layout import ImageRecord
 from fedseg.data.loading import LoadedImage, load_record
 from fedseg.inference.crf import CRFConfig, CRFPool
 from fedseg.inference.predictor import Predictor
+
+if TYPE_CHECKING:
+    from fedseg.volumes.inference import VolumePredictor
 from fedseg.metrics import ImageScores, SegmentationCounts, bootstrap_ci, score_image
 
 logger = logging.getLogger(__name__)
@@ -67,7 +70,7 @@ def _labelled_images(records: Sequence[ImageRecord], channels: int, result: Cent
 
 
 def score_records(
-    predictor: Predictor,
+    predictor: Predictor | VolumePredictor,
     records: Sequence[ImageRecord],
     *,
     threshold: float = 0.5,
@@ -75,9 +78,17 @@ def score_records(
     with_hd95: bool = True,
     progress: bool = True,
 ) -> CentreResult:
-    """Predict and score every labelled record of one centre. Unreadable files are listed, not fatal."""
+    """Predict and score every labelled record of one centre. Unreadable files are listed, not fatal.
+
+    A ``VolumePredictor`` scores volumes (per volume, distances in mm; no CRF)."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not isinstance(predictor, Predictor):
+        from fedseg.volumes.scoring import score_volume_records
+
+        if crf is not None:
+            raise ValueError("dense CRF post-processing is for 2D images; drop --crf for volumes")
+        return score_volume_records(predictor, records, threshold=threshold, with_hd95=with_hd95, progress=progress)
     result = CentreResult(centre=records[0].centre if records else "")
     if crf is not None:
         result.counts_without_crf = SegmentationCounts()

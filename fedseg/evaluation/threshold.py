@@ -18,6 +18,8 @@ from fedseg.data.loading import load_record
 from fedseg.data.splits import load_manifest
 from fedseg.inference.predictor import Predictor
 from fedseg.metrics import score_image
+from fedseg.volumes.inference import VolumePredictor
+from fedseg.volumes.scoring import native_volume
 
 CANDIDATES = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 
@@ -40,8 +42,19 @@ def validation_records(manifest_path: Path, data_root: Path) -> list[ImageRecord
     return chosen
 
 
+def _probabilities(
+    predictor: Predictor | VolumePredictor, record: ImageRecord
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Foreground probabilities of a record (image or volume), with its mask and field of view."""
+    if isinstance(predictor, VolumePredictor):
+        volume = native_volume(record, predictor)
+        return predictor.probabilities(volume), volume.mask, volume.fov
+    loaded = load_record(record, channels=predictor.preprocessing.channels)
+    return predictor.probabilities(loaded.image, loaded.fov), loaded.mask, loaded.fov
+
+
 def pick_threshold(
-    predictor: Predictor,
+    predictor: Predictor | VolumePredictor,
     records: Sequence[ImageRecord],
     *,
     candidates: Sequence[float] = CANDIDATES,
@@ -52,12 +65,11 @@ def pick_threshold(
     for i, record in enumerate(
         tqdm(records, desc="threshold", unit="img", disable=None if progress else True, leave=False)
     ):
-        loaded = load_record(record, channels=predictor.preprocessing.channels)
-        if loaded.mask is None:
+        probabilities, mask, fov = _probabilities(predictor, record)
+        if mask is None:
             raise ValueError(f"{record.image}: threshold choice needs labelled images")
-        probabilities = predictor.probabilities(loaded.image, loaded.fov)
         for j, threshold in enumerate(candidates):
-            dice[i, j] = score_image(probabilities > threshold, loaded.mask, fov=loaded.fov, with_hd95=False).dice
+            dice[i, j] = score_image(probabilities > threshold, mask, fov=fov, with_hd95=False).dice
     means = dice.mean(axis=0)
     best = max(range(len(candidates)), key=lambda j: (round(means[j], 6), -abs(candidates[j] - 0.5)))
     return ThresholdChoice(

@@ -25,12 +25,17 @@ from fedseg.data.crops import CropConfig
 from fedseg.data.splits import SplitConfig
 from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP, default_tile_size
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.training.config import OptimConfig
+from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
+from fedseg.training.config import SCHEDULES, OptimConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.volumes.config import VolumeConfig
+from fedseg.volumes.plan import volume_mode
 
 STRATEGIES = ("fedavg", "fedprox")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -67,6 +72,8 @@ RANGES = {
     "evaluate_every": AT_LEAST_ONE,
     "seed": NOT_NEGATIVE,
     "resize": NOT_NEGATIVE,
+    "volume_spacing": NOT_NEGATIVE,
+    "patch_slices": AT_LEAST_ONE,
     "crop_size": Range(16),
     "foreground_probability": FRACTION,
     "val_fraction": Range(0, 1, high_open=True),
@@ -87,7 +94,7 @@ RANGES = {
     "overlap": Range(0, 1, high_open=True),
     "threshold": Range(0, 1, low_open=True, high_open=True),
 }
-CHOICES = {"strategy": STRATEGIES, "augment": AUGMENT_PRESETS, "channels": (1, 3)}
+CHOICES = {"strategy": STRATEGIES, "lr_schedule": SCHEDULES, "augment": AUGMENT_PRESETS, "channels": (1, 3)}
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,10 @@ class FederationConfig:
     resize: int = 0
     crop_size: int = 256
     foreground_probability: float = 0.5
+    normalisation: str = "image"
+    volumes: bool = False
+    volume_spacing: float = 0.0
+    patch_slices: int = 8
     augment: str = "strong"
     val_fraction: float = 0.15
     test_fraction: float = 0.0
@@ -116,6 +127,7 @@ class FederationConfig:
     local_steps: int = 50
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = "onecycle"
     weight_decay: float = 1e-4
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -127,10 +139,13 @@ class FederationConfig:
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
     tile_size: int = 0
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     threshold: float = 0.5
     he: bool = False
     he_keys: str = ""
+    tracking: str = DEFAULT_TRACKING
+    registry: str = ""
+    node_keys: str = ""
 
     def __post_init__(self) -> None:
         """Validate every setting now, so that a bad run config fails on the server before round 1
@@ -149,7 +164,7 @@ class FederationConfig:
         if self.resize and self.resize < 16:
             raise ConfigError(f"run config 'resize' must be 0 (off) or >= 16 pixels, got {self.resize}")
         if self.tile_size and self.tile_size < 16:
-            raise ConfigError(f"run config 'tile-size' must be 0 (twice crop-size) or >= 16, got {self.tile_size}")
+            raise ConfigError(f"run config 'tile-size' must be 0 (4 x crop-size) or >= 16, got {self.tile_size}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 f"run config 'val-fraction' + 'test-fraction' must be < 1 (images must be left to train on), "
@@ -163,7 +178,9 @@ class FederationConfig:
                 f"run config 'min-train-sites' is {self.min_train_sites}, but 'site-map' names {training} training "
                 f"site(s); lower it to at most {training}"
             )
-        self.model_config  # noqa: B018
+        TrackingConfig.parse(self.tracking)
+        if self.model_config.spatial_dims == 3 and not self.volumes:
+            raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
         self._derived_configs()
 
     def _derived_configs(self) -> None:
@@ -228,6 +245,7 @@ class FederationConfig:
             centres=centres,
             channels=self.channels,
             resize=self.resize or None,
+            normalisation=self.normalisation,
             crop=CropConfig(size=self.crop_size, foreground_probability=self.foreground_probability),
             augment=AugmentConfig.preset(self.augment),
             split=SplitConfig(
@@ -236,6 +254,18 @@ class FederationConfig:
                 test_fraction=self.test_fraction,
                 label_fraction=self.label_fraction,
             ),
+            volume=VolumeConfig(spacing=self.volume_spacing or None, patch_slices=self.patch_slices),
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the global model's inputs are prepared (written into its checkpoints)."""
+        return Preprocessing(
+            channels=self.channels,
+            resize=self.resize or None,
+            normalisation=self.normalisation,
+            mode=volume_mode(self.model_config.spatial_dims) if self.volumes else "2d",
+            spacing=self.volume_spacing or None,
         )
 
     @property
@@ -260,7 +290,7 @@ class FederationConfig:
             )
         return LocalConfig(
             loss=LossConfig(),
-            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule="constant"),
+            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule=self.lr_schedule),
             batch_size=self.batch_size,
             mean_teacher=teacher,
             privacy=self.privacy,
@@ -268,9 +298,16 @@ class FederationConfig:
         )
 
     @property
+    def schedule_steps(self) -> int:
+        """Steps a site's learning-rate schedule spans: every planned round's local steps."""
+        return self.num_server_rounds * self.local_steps
+
+    @property
     def inference_config(self) -> InferenceConfig:
         return InferenceConfig(
-            tile_size=self.tile_size or 2 * self.crop_size, overlap=self.overlap, threshold=self.threshold
+            tile_size=self.tile_size or default_tile_size(self.crop_size),
+            overlap=self.overlap,
+            threshold=self.threshold,
         )
 
     def to_run_config(self) -> dict[str, Any]:

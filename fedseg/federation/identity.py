@@ -9,6 +9,8 @@ from typing import Any
 
 from fedseg.configuration import ConfigError
 from fedseg.crypto.keys import SITE_FILE, HEContext, load_context
+from fedseg.crypto.protection import SiteProtection
+from fedseg.crypto.registry import load_node_key, load_registry
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.run_outputs import RunFolder
 from fedseg.federation.sites import SiteSpec, parse_site
@@ -23,9 +25,33 @@ class SiteIdentity:
     state_dir: Path
     device: str
     he_keys: Path | None = None
+    node_key: Path | None = None
+    registry: Path | None = None
 
     def load_he(self) -> HEContext | None:
         return load_context(self.he_keys, expect="site") if self.he_keys is not None else None
+
+    def protection(self) -> SiteProtection:
+        """How this site protects its updates: encrypted and masked, encrypted, or plaintext; signed if it can."""
+        if not self.spec.trains:
+            return SiteProtection(self.spec.name)  # a held-out evaluator sends no update
+        return SiteProtection(
+            self.spec.name,
+            he=self.load_he(),
+            node_key=load_node_key(self.node_key) if self.node_key is not None else None,
+            registry=load_registry(self.registry) if self.registry is not None else None,
+        )
+
+
+def _signing_files(name: str, node_config: Mapping[str, Any], config: FederationConfig) -> dict[str, Path | None]:
+    """Node key: node config 'node-key', else run config 'node-keys'/<site>.key (simulation). Registry: node
+    config 'registry', else run config 'registry'."""
+    node_key = node_config.get("node-key") or (str(Path(config.node_keys) / f"{name}.key") if config.node_keys else "")
+    registry = node_config.get("registry") or config.registry
+    return {
+        "node_key": Path(str(node_key)) if node_key else None,
+        "registry": Path(str(registry)) if registry else None,
+    }
 
 
 def _site_keys(node_config: Mapping[str, Any], config: FederationConfig) -> Path | None:
@@ -52,7 +78,12 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
         data_root = Path(str(node_config.get("data-root", config.data_root)))
         state_dir = Path(str(node_config.get("state-dir", DEFAULT_STATE_ROOT / spec.name)))
         return SiteIdentity(
-            spec, data_root, state_dir, str(node_config.get("device", config.device)), _site_keys(node_config, config)
+            spec,
+            data_root,
+            state_dir,
+            str(node_config.get("device", config.device)),
+            _site_keys(node_config, config),
+            **_signing_files(spec.name, node_config, config),
         )
     if "partition-id" in node_config:
         index, sites = int(node_config["partition-id"]), config.sites
@@ -63,7 +94,14 @@ def site_identity(node_config: Mapping[str, Any], config: FederationConfig) -> S
             )
         spec = sites[index]
         state_dir = RunFolder(Path(config.out), config).site_state_dir(spec.name)
-        return SiteIdentity(spec, Path(config.data_root), state_dir, config.device, _site_keys(node_config, config))
+        return SiteIdentity(
+            spec,
+            Path(config.data_root),
+            state_dir,
+            config.device,
+            _site_keys(node_config, config),
+            **_signing_files(spec.name, node_config, config),
+        )
     raise ConfigError(
         "node config names no site: start the SuperNode with --node-config \"site='CENTRE' "
         "data-root='/data'\" (or run a simulation, which sets partition-id)"

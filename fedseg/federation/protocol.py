@@ -5,6 +5,8 @@ The Flower apps translate these to and from Flower records; nothing here imports
 - ``query.describe``: the site answers who it is (site name, centre, role, image counts).
 - ``train``: global weights in, local weights and training metrics out (or ``refused``).
 - ``evaluate``: global weights in, sums and counts of the site's evaluation images out.
+- ``query.unmask`` (masked aggregation): the round's ticket and the sites missing from the sum
+  in, the site's own mask seed and its seeds with the missing sites out (signed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 DESCRIBE = "describe"
+UNMASK = "unmask"
 WEIGHTS = "weights"
 METRICS = "metrics"
 CONFIG = "config"

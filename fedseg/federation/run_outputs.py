@@ -41,14 +41,16 @@ from fedseg.files import (
 )
 from fedseg.integrity import DamagedFileError, sealed, unsealed
 from fedseg.models import build_model
-from fedseg.models.checkpoint import Preprocessing, save_checkpoint
+from fedseg.models.checkpoint import save_checkpoint
 from fedseg.models.state import load_model_state
+from fedseg.tracking import Tracker, open_tracker
+from fedseg.tracking.metrics import round_metrics
 
 logger = logging.getLogger(__name__)
 
 SERVER_STATE_KEYS = {"round", "weights", "encrypted", "best_validation_dice"}
 # Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"num-server-rounds", "resume", "round-timeout", "min-train-sites", "device"}
+RESUMABLE_CHANGES = {"num-server-rounds", "resume", "round-timeout", "min-train-sites", "device", "tracking"}
 
 
 Model = Union[Mapping[str, torch.Tensor], EncryptedVector]
@@ -74,6 +76,7 @@ class RunFolder:
         self.server_state = self.root / "checkpoints" / "server.pt"
         self.summary = self.root / "summary.md"
         self.curve = self.root / "learning_curve.png"
+        self.tracker = Tracker()  # opened by start(): only the server tracks, never a site
 
     def site_state_dir(self, site: str) -> Path:
         """Where a simulated site keeps its private state (a hospital's own disk in deployment)."""
@@ -84,6 +87,12 @@ class RunFolder:
         """Create the folder, or find where a previous run with the same settings stopped."""
         self.root.mkdir(parents=True, exist_ok=True)
         current = self.config.to_run_config()
+        point = self._start_or_resume(current)
+        self.tracker = open_tracker(self.config.tracking, run_folder=self.root, experiment=self.config.experiment)
+        self.tracker.log_params(current)
+        return point
+
+    def _start_or_resume(self, current: dict[str, Any]) -> ResumePoint | None:
         if self.server_state.exists():
             saved = read_json_table(self.config_file)
             changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
@@ -128,12 +137,20 @@ class RunFolder:
         append_jsonl(self.rounds, dict(record))
         for entry in ledger:
             append_jsonl(self.privacy, dict(entry))
+        self.tracker.log_metrics(round_metrics(record, ledger), step=int(record["round"]))
+
+    def finish(self) -> None:
+        """After the summary is written: the final model and the report go to the tracker, which closes."""
+        files = (self.last, self.last_encrypted, self.best, self.best_encrypted, self.summary, self.curve)
+        self.tracker.log_artifacts([*files, self.rounds, self.privacy])
+        self.tracker.close()
 
     def _meta(self, server_round: int, validation_dice: float | None) -> dict[str, Any]:
         return {
             "round": server_round,
             "experiment": self.config.experiment,
             "crop_size": self.config.crop_size,
+            "patch_slices": self.config.patch_slices,
             "validation_dice": validation_dice,
             "federated": True,
         }
@@ -141,23 +158,18 @@ class RunFolder:
     def _save_plain(self, path: Path, weights: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> None:
         model = build_model(self.config.model_config)
         load_model_state(model, weights)
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
         save_checkpoint(
-            path, model=model, model_config=self.config.model_config, preprocessing=preprocessing, meta=meta
+            path, model=model, model_config=self.config.model_config, preprocessing=self.config.preprocessing, meta=meta
         )
 
     def _save_encrypted(self, path: Path, vector: EncryptedVector, meta: dict[str, Any]) -> None:
         """The encrypted global model with what a site needs to decrypt it into a checkpoint."""
         atomic_write_bytes(
             path,
-            transport.to_bytes(
+            transport.file_bytes(
                 vector,
                 model=self.config.model_config.to_json(),
-                preprocessing={
-                    "channels": self.config.channels,
-                    "resize": self.config.resize or None,
-                    "normalisation": "image",
-                },
+                preprocessing=self.config.preprocessing.to_json(),
                 **meta,
             ),
         )

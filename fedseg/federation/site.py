@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.models import ModelConfig
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.training.progress import StepProgress
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class SiteTrainingConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
     local_steps: int = 50
     seed: int = 0
+    schedule_steps: int | None = None  # steps the learning-rate schedule spans (None: constant lr)
+    label: str = "site"  # how progress lines name this site and round
 
     def __post_init__(self) -> None:
         if self.local_steps < 1:
@@ -50,7 +53,7 @@ class SiteUpdate:
 def train_site(
     global_weights: Mapping[str, torch.Tensor],
     state: LocalState | None,
-    dataset: TrainingCrops,
+    dataset: CropDataset,
     config: SiteTrainingConfig,
     *,
     device: torch.device,
@@ -66,10 +69,10 @@ def train_site(
         planned_steps=config.planned_steps,
         initial_weights=global_weights,
         state=state,
-        schedule_steps=None,
+        schedule_steps=config.schedule_steps,
         workers=workers,
     )
-    stats = trainer.run(config.local_steps)
+    stats = trainer.run(config.local_steps, on_step=StepProgress(config.label, config.local_steps))
     return SiteUpdate(
         weights=trainer.weights(), num_examples=stats.examples, metrics=stats.to_dict(), state=trainer.export_state()
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.data.errors import DataError
 from fedseg.data.grouping import grouping_for
 from fedseg.data.layout import ImageRecord, scan_centre
@@ -19,7 +19,8 @@ from fedseg.data.reading import read_mask
 from fedseg.data.splits import SplitConfig, split_centre
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.sites import Shard, SiteSpec
-from fedseg.training.data import check_images, load_images
+from fedseg.training.data import check_images, training_set
+from fedseg.volumes.loading import is_volume_record
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SiteRecords:
 @dataclass(frozen=True)
 class SiteData:
     spec: SiteSpec
-    train: TrainingCrops | None
+    train: CropDataset | None
     evaluation: list[ImageRecord]
     n_labelled: int
     n_unlabelled: int
@@ -99,16 +100,31 @@ def select_site_records(spec: SiteSpec, root: Path, config: FederationConfig) ->
     return SiteRecords([by_stem[s] for s in split.train], labelled, [by_stem[s] for s in split.val])
 
 
+def _check_kind(spec: SiteSpec, chosen: SiteRecords, config: FederationConfig) -> None:
+    """The run config's 'volumes' must say what the site's files are (the server builds the model from it)."""
+    records = chosen.train or chosen.evaluation
+    first = records[0] if records else None
+    if first is not None and is_volume_record(first) != config.volumes:
+        kind = "volumes" if config.volumes else "2D images"
+        raise DataError(
+            f"site '{spec.name}': {first.image} is {'a volume' if not config.volumes else 'a 2D image'} but the run "
+            f"config expects {kind}; set run config 'volumes' = {str(not config.volumes).lower()}"
+        )
+
+
 def load_site_data(spec: SiteSpec, root: Path, config: FederationConfig, *, progress: bool = False) -> SiteData:
     """Select and load a site's images (training crops only for training sites)."""
     chosen = select_site_records(spec, root, config)
+    _check_kind(spec, chosen, config)
     if not spec.trains:
         return SiteData(spec, None, chosen.evaluation, 0, 0)
     if not chosen.labelled:
         raise DataError(f"site '{spec.name}' has no labelled training images; raise 'label-fraction' or add masks")
     data = config.data_config(root, (spec.centre,))
-    images = load_images(chosen.train, data, labelled=set(chosen.labelled), progress=progress)
+    spatial_dims = config.model_config.spatial_dims
+    crops = training_set(
+        chosen.train, data, spatial_dims=spatial_dims, labelled=set(chosen.labelled), progress=progress
+    )
     check_images(chosen.evaluation, data, progress=progress)  # its validation images: fail now, not at round end
-    crops = TrainingCrops(images, crop=data.crop, augment=data.augment, normalisation=data.normalisation)
     n_labelled = int(crops.labelled.sum())
-    return SiteData(spec, crops, chosen.evaluation, n_labelled, len(images) - n_labelled)
+    return SiteData(spec, crops, chosen.evaluation, n_labelled, len(crops) - n_labelled)

@@ -22,9 +22,9 @@ from typing import Any, Union
 import torch
 
 from fedseg.configuration import ConfigError
-from fedseg.crypto import transport
 from fedseg.crypto.keys import HEContext
-from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average, encrypt_weighted
+from fedseg.crypto.packing import EncryptedVector, Layout, decrypt_average
+from fedseg.crypto.protection import ProtectedUpdate, RoundTicket, SiteProtection
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import score_records
 from fedseg.federation.config import FederationConfig
@@ -33,11 +33,10 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
-from fedseg.inference.predictor import Predictor
 from fedseg.models import build_model
-from fedseg.models.checkpoint import Preprocessing
 from fedseg.models.state import load_model_state, model_state
 from fedseg.training.local import LocalState
+from fedseg.volumes.inference import make_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +51,12 @@ GlobalModel = Union[Mapping[str, torch.Tensor], EncryptedVector]
 
 @dataclass(frozen=True)
 class TrainReply:
-    """Local weights in plaintext, or (with HE) encrypted and multiplied by ``num_examples``."""
+    """Local weights (kept at the site), and ``update``: what leaves it (see ``fedseg.crypto.protection``)."""
 
     weights: OrderedDict[str, torch.Tensor] | None
     num_examples: int
     metrics: dict[str, Any]
-    encrypted: EncryptedVector | None = None
+    update: ProtectedUpdate | None = None
 
 
 def global_digest(model: GlobalModel) -> str:
@@ -78,6 +77,10 @@ def _cached_site_data(spec: SiteSpec, root: Path, config: FederationConfig) -> S
         config.crop_size,
         config.foreground_probability,
         config.augment,
+        config.normalisation,
+        config.volume_spacing,
+        config.patch_slices,
+        config.model_config.spatial_dims,
     )
     if key not in _DATA_CACHE:
         started = time.perf_counter()
@@ -99,6 +102,7 @@ class SiteRuntime:
         state_dir: Path,
         device: str = "auto",
         he: HEContext | None = None,
+        protection: SiteProtection | None = None,
     ) -> None:
         if config.he and he is None:
             raise ConfigError(
@@ -106,6 +110,7 @@ class SiteRuntime:
                 "has no site.context; set run config 'he-keys' or node config 'he-keys'"
             )
         self.spec, self.config, self.he = spec, config, he
+        self.protection = protection or SiteProtection(spec.name, he=he if spec.trains else None)
         self._decrypt_seconds = 0.0
         self.data_root, self.state_dir = Path(data_root), Path(state_dir)
         self.device = resolve_device(device)
@@ -139,18 +144,15 @@ class SiteRuntime:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["round"] != server_round or saved["global"] != digest:
             return None
-        logger.info("site %s: round %d was answered before; sending the same reply", self.spec.name, server_round)
-        encrypted = transport.from_bytes(saved["encrypted"])[0] if saved["encrypted"] is not None else None
-        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"], encrypted)
+        logger.info("site %s: round %d was answered before; sending the same update", self.spec.name, server_round)
+        return TrainReply(saved["weights"], int(saved["num_examples"]), saved["metrics"])
 
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
         buffer = io.BytesIO()
-        encrypted = transport.to_bytes(reply.encrypted) if reply.encrypted is not None else None
         payload = {
             "round": server_round,
             "global": digest,
             "weights": reply.weights,
-            "encrypted": encrypted,
             "num_examples": reply.num_examples,
             "metrics": reply.metrics,
         }
@@ -170,8 +172,25 @@ class SiteRuntime:
         self._decrypt_seconds = time.perf_counter() - started
         return weights
 
-    def train(self, server_round: int, global_model: GlobalModel) -> TrainReply:
-        """One round of local training. Raises ``PrivacyBudgetExhausted`` when over budget."""
+    def train(self, server_round: int, global_model: GlobalModel, ticket: RoundTicket | None = None) -> TrainReply:
+        """One round of local training, its update protected for ``ticket``'s round.
+
+        Raises ``PrivacyBudgetExhausted`` when over budget, ``RoundRefused`` for a ticket it must not answer.
+        """
+        reply = self._train(server_round, global_model)
+        if ticket is None:
+            return reply
+        update = self.protection.protect(reply.weights, reply.num_examples, ticket)  # type: ignore[arg-type]
+        metrics = dict(reply.metrics)
+        if isinstance(update.payload, EncryptedVector):
+            metrics.update(
+                he_encrypt_seconds=update.seconds,
+                he_decrypt_seconds=self._decrypt_seconds,
+                he_bytes_up=update.payload.nbytes,
+            )
+        return TrainReply(reply.weights, reply.num_examples, metrics, update)
+
+    def _train(self, server_round: int, global_model: GlobalModel) -> TrainReply:
         if not self.spec.trains:
             raise RuntimeError(f"site {self.spec.name} is a held-out evaluation site; it never trains")
         digest = global_digest(global_model)
@@ -185,6 +204,8 @@ class SiteRuntime:
             local=self.config.local_config,
             local_steps=self.config.local_steps,
             seed=self.seed,
+            schedule_steps=self.config.schedule_steps if self.config.lr_schedule != "constant" else None,
+            label=f"site {self.spec.name}, round {server_round}",
         )
         data = self.data
         assert data.train is not None
@@ -193,15 +214,6 @@ class SiteRuntime:
         logger.info("site %s: round %d trained in %.1f s", self.spec.name, server_round, time.perf_counter() - started)
         metrics = {**update.metrics, "labelled": data.n_labelled, "unlabelled": data.n_unlabelled}
         reply = TrainReply(update.weights, update.num_examples, metrics)
-        if self.he is not None:
-            started = time.perf_counter()
-            encrypted = encrypt_weighted(update.weights, float(update.num_examples), self.he)
-            metrics.update(
-                he_encrypt_seconds=time.perf_counter() - started,
-                he_decrypt_seconds=self._decrypt_seconds,
-                he_bytes_up=encrypted.nbytes,
-            )
-            reply = TrainReply(None, update.num_examples, metrics, encrypted)
         self._store(server_round, digest, reply, update.state)
         return reply
 
@@ -220,8 +232,14 @@ class SiteRuntime:
         model = build_model(self.config.model_config)
         load_model_state(model, self.plaintext(global_model))
         inference = self.config.inference_config
-        preprocessing = Preprocessing(channels=self.config.channels, resize=self.config.resize or None)
-        predictor = Predictor(model, preprocessing, inference.tiling({}), tta=False, device=self.device)
+        predictor = make_predictor(
+            model,
+            self.config.preprocessing,
+            inference.tiling({}),
+            tta=False,
+            device=self.device,
+            patch_slices=self.config.patch_slices,
+        )
         records = self.data.evaluation
         started = time.perf_counter()
         result = score_records(

@@ -1,4 +1,5 @@
-"""``fedseg predict``: binary masks (and optionally probability maps) for a folder of images."""
+"""``fedseg predict``: binary masks (and optionally probability maps) for a folder of images, or of
+volumes with a volume checkpoint (NIfTI masks with each input's affine: :mod:`fedseg.volumes.predict`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fedseg.devices import resolve_device
 from fedseg.files import atomic_write_bytes
 from fedseg.inference.crf import refine
 from fedseg.inference.predictor import InferenceConfig, Predictor
-from fedseg.models.checkpoint import load_checkpoint
+from fedseg.models.checkpoint import Checkpoint, load_checkpoint
 from fedseg.outputs import OutputConflict, check_output_folder, check_planned_outputs, inputs_protected
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class PredictConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     probabilities: bool = False
     device: str = "auto"
+    engine: str = "torch"  # or an exported file's: onnxruntime, torchscript (fedseg.export)
 
 
 @dataclass(frozen=True)
@@ -85,19 +87,53 @@ def planned_outputs(config: PredictConfig, files: list[Path]) -> list[tuple[Path
     return planned
 
 
+def _predict_volumes(config: PredictConfig, checkpoint: Checkpoint, progress: bool) -> PredictReport:
+    from fedseg.volumes.inference import VolumePredictor
+    from fedseg.volumes.predict import planned_volume_outputs, predict_volumes, volume_inputs
+
+    if config.inference.crf is not None:
+        raise ValueError("dense CRF post-processing is for 2D images; drop --crf for volumes")
+    volumes = volume_inputs(config.images)
+    check_planned_outputs(planned_volume_outputs(volumes, config.out, config.probabilities), inputs=volumes)
+    predictor = VolumePredictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    with inputs_protected(files=[*volumes, config.checkpoint], folders=[config.images]):
+        written, failures = predict_volumes(
+            predictor,
+            config.images,
+            config.out,
+            threshold=config.inference.threshold,
+            probabilities=config.probabilities,
+            progress=progress,
+        )
+    return PredictReport(written=written, failures=failures)
+
+
+def _exported_predictor(config: PredictConfig) -> Predictor:
+    from fedseg.export.engines import exported_predictor  # onnxruntime is imported only when asked for
+
+    return exported_predictor(config.checkpoint, config.engine, config.inference)
+
+
 def predict_folder(config: PredictConfig, *, progress: bool = True) -> PredictReport:
-    """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image.
+    """Write ``<stem>.png`` masks (0/255) and, if asked, ``<stem>_prob.png`` (probability x 255) per image;
+    for a volume checkpoint ``<stem>.nii.gz`` (0/1) and ``<stem>_prob.nii.gz`` per volume. With an
+    exported model (``engine`` onnxruntime or torchscript) images only.
 
     Refused before anything is written: an output folder that is the image folder, and outputs that
     would collide (``a.png`` and ``a.jpg``), replace an input, or replace a file predict did not write.
     """
-    files = image_files(config.images)
     check_output_folder(config.out, [config.images])
+    if config.engine != "torch":
+        predictor = _exported_predictor(config)
+    else:
+        checkpoint = load_checkpoint(config.checkpoint)
+        if checkpoint.preprocessing.volumes:
+            return _predict_volumes(config, checkpoint, progress)
+        predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    files = image_files(config.images)
     planned = planned_outputs(config, files)
     check_planned_outputs(planned, inputs=[*files, config.checkpoint])
     check_replaceable(planned)
-    checkpoint = load_checkpoint(config.checkpoint)
-    predictor = Predictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     written, failures = [], []
     with inputs_protected(files=[*files, config.checkpoint], folders=[config.images]):
         for path in tqdm(files, desc="predict", unit="img", disable=None if progress else True):

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedseg.devices import to_fast_layout
 from fedseg.inference.crf import CRFConfig
-from fedseg.inference.sliding_window import TilingConfig, predict_probabilities
+from fedseg.inference.sliding_window import DEFAULT_OVERLAP, TilingConfig, default_tile_size, predict_probabilities
 from fedseg.models.checkpoint import Checkpoint, Preprocessing
 
 DEFAULT_TRAINING_CROP = 128
@@ -19,10 +20,10 @@ DEFAULT_TRAINING_CROP = 128
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How whole images are predicted. ``tile_size`` None means twice the checkpoint's training crop."""
+    """How whole images are predicted. ``tile_size`` None means 4 x the checkpoint's training crop."""
 
     tile_size: int | None = None
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     tile_batch: int = 8
     tta: bool = False
     crf: CRFConfig | None = None
@@ -34,7 +35,7 @@ class InferenceConfig:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
     def tiling(self, meta: Mapping[str, Any]) -> TilingConfig:
-        tile = self.tile_size or 2 * int(meta.get("crop_size", DEFAULT_TRAINING_CROP))
+        tile = self.tile_size or default_tile_size(int(meta.get("crop_size", DEFAULT_TRAINING_CROP)))
         return TilingConfig(tile_size=tile, overlap=self.overlap, batch_size=self.tile_batch)
 
 
@@ -44,7 +45,7 @@ class Predictor:
     def __init__(
         self, model: nn.Module, preprocessing: Preprocessing, tiling: TilingConfig, *, tta: bool, device: torch.device
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = to_fast_layout(model.to(device), device).eval()
         self.preprocessing, self.tiling, self.tta, self.device = preprocessing, tiling, tta, device
 
     @classmethod

@@ -18,15 +18,25 @@ from torch import nn
 
 from fedseg.data.loading import resize_image, resized_shape
 from fedseg.data.normalise import normalise
-from fedseg.devices import autocast
+from fedseg.devices import autocast, fast_layout
 from fedseg.inference.tta import average_over, tta_transforms
 from fedseg.models.checkpoint import Preprocessing
+
+# Whole-image tiles are cheapest (no pixel predicted twice): 4 x the training crop covers a 1000 px
+# image in one tile, and scored CHASE_DB1 as well as 2 x the crop did (0.655 against 0.640, same model;
+# 1.6 against 0.75 megapixels/s on 2 CPU cores).
+TILE_PER_CROP = 4
+DEFAULT_OVERLAP = 0.25
+
+
+def default_tile_size(crop_size: int) -> int:
+    return TILE_PER_CROP * crop_size
 
 
 @dataclass(frozen=True)
 class TilingConfig:
-    tile_size: int = 256
-    overlap: float = 0.5
+    tile_size: int = 1024
+    overlap: float = DEFAULT_OVERLAP
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -62,7 +72,7 @@ def predict_tensor(model: nn.Module, inputs: torch.Tensor, tiling: TilingConfig,
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device):
-            return torch.sigmoid(model(batch).float())
+            return torch.sigmoid(model(fast_layout(batch, device)).float())
 
     probabilities = sliding_window_inference(
         inputs,

@@ -1,4 +1,4 @@
-"""Losses on logits ``B,C,H,W`` with MONAI's ``reduction`` (``none`` gives one value per sample)."""
+"""Losses on logits ``B,C,H,W`` (or ``B,C,X,Y,Z``) with MONAI's ``reduction`` (``none`` gives one value per sample)."""
 
 from fedseg.losses.consistency import ConsistencyLoss
 from fedseg.losses.dice import DiceLoss

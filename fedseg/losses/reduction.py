@@ -23,7 +23,7 @@ def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
-    if logits.ndim != 4:
-        raise ValueError(f"logits must be B,C,H,W; got shape {tuple(logits.shape)}")
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits must be B,C,H,W (or B,C,X,Y,Z for volumes); got shape {tuple(logits.shape)}")
     if target.shape != logits.shape:
         raise ValueError(f"target shape {tuple(target.shape)} differs from logits shape {tuple(logits.shape)}")

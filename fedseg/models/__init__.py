@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from fedseg.models import smp_models, unet  # noqa: F401  (registers the architectures)
+from fedseg.models import doubleunet, smp_models, unet, unet3d, vnet  # noqa: F401  (registers the architectures)
 from fedseg.models.dp_compat import make_dp_compatible
 from fedseg.models.registry import available_models, model_spec, resolve_options
 
@@ -30,6 +30,11 @@ class ModelConfig:
         if self.classes != 1:
             raise ValueError(f"fedseg segments one foreground class (classes=1), got classes={self.classes}")
         object.__setattr__(self, "options", resolve_options(self.name, self.options))
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for image models (also 2.5D slice stacks), 3 for volume models."""
+        return model_spec(self.name).spatial_dims
 
     def to_json(self) -> dict[str, Any]:
         return {

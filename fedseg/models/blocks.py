@@ -115,9 +115,10 @@ class ASPP(nn.Module):
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad height and width up to a multiple; returns the padded tensor and the original size."""
+    """Zero-pad height and width up to a multiple; returns the padded tensor and the original size.
+
+    Pads unconditionally (zero padding is a copy): a branch on the size would be frozen into an
+    exported graph (ONNX, TorchScript) at the size it was exported with.
+    """
     height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x, (height, width)
+    return F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple)), (height, width)

@@ -4,7 +4,7 @@ A checkpoint is a ``torch.save`` of plain types (loaded with ``weights_only=True
 
     {"format": "fedseg-checkpoint", "format_version": 1, "fedseg_version": "0.1.0",
      "model": {"name", "in_channels", "classes", "options"},
-     "preprocessing": {"normalisation", "resize", "channels"},
+     "preprocessing": {"normalisation", "resize", "channels", "mode", "spacing", "percentiles"},
      "state_dict": {...}, "meta": {...}}
 """
 
@@ -23,6 +23,7 @@ from fedseg.files import atomic_torch_save
 from fedseg.integrity import DamagedFileError, sealed, unsealed
 from fedseg.models import ModelConfig, build_model
 from fedseg.models.state import clean_state_dict, load_model_state
+from fedseg.volumes.config import MODES, VolumeConfig
 
 FORMAT = "fedseg-checkpoint"
 FORMAT_VERSION = 1
@@ -36,14 +37,41 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How images are prepared for the model: channels, optional resize of the longer side, normalisation."""
+    """How inputs are prepared for the model: channels, optional resize of the longer side, normalisation.
+
+    ``mode`` is ``2d`` for images, ``2.5d`` for volumes cut into slice stacks of ``channels`` slices,
+    ``3d`` for volumes; volumes are resampled in-plane to ``spacing`` mm (None: not resampled) and their
+    intensities mapped from their own ``percentiles`` range to 0..1.
+    """
 
     channels: int = 3
     resize: int | None = None
     normalisation: str = "image"
+    mode: str = "2d"
+    spacing: float | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"preprocessing mode must be one of {MODES}, got '{self.mode}'")
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+    @property
+    def volumes(self) -> bool:
+        return self.mode != "2d"
+
+    def volume_config(self, patch_slices: int = VolumeConfig.patch_slices) -> VolumeConfig:
+        return VolumeConfig(spacing=self.spacing, percentiles=self.percentiles, patch_slices=patch_slices)  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:
-        return {"channels": self.channels, "resize": self.resize, "normalisation": self.normalisation}
+        return {
+            "channels": self.channels,
+            "resize": self.resize,
+            "normalisation": self.normalisation,
+            "mode": self.mode,
+            "spacing": self.spacing,
+            "percentiles": list(self.percentiles),
+        }
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,27 @@ Builder = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered architecture: its builder, its options with defaults, and how Opacus computes
-    per-sample gradients for it (``hooks`` is fastest; ``ew`` copes with in-place residual adds)."""
+    """A registered architecture: its builder, its options with defaults, how Opacus computes
+    per-sample gradients for it (``hooks`` is fastest; ``ew`` copes with in-place residual adds),
+    and its spatial dimensions (2: ``B,C,H,W`` images or 2.5D slice stacks; 3: ``B,C,X,Y,Z`` volumes)."""
 
     name: str
     builder: Builder
     default_options: Mapping[str, Any] = field(default_factory=dict)
     grad_sample_mode: str = "hooks"
+    spatial_dims: int = 2
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, default_options: Mapping[str, Any], grad_sample_mode: str = "hooks"
+    name: str, *, default_options: Mapping[str, Any], grad_sample_mode: str = "hooks", spatial_dims: int = 2
 ) -> Callable[[Builder], Builder]:
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
-        _REGISTRY[name] = ModelSpec(name, builder, dict(default_options), grad_sample_mode)
+        _REGISTRY[name] = ModelSpec(name, builder, dict(default_options), grad_sample_mode, spatial_dims)
         return builder
 
     return decorator

@@ -7,6 +7,8 @@ from opacus.grad_sample import GradSampleModule, wrap_model
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
+from fedseg.privacy import grad_samplers  # noqa: F401  (registers the Conv2d per-sample gradient sampler)
+
 
 def make_private(
     model: nn.Module,

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedseg.data.crops import TrainingCrops
+from fedseg.data.crops import CropDataset
 from fedseg.data.sampling import KeySampler, PoissonKeys, StratifiedKeys, UniformKeys, step_loader
-from fedseg.devices import autocast
+from fedseg.devices import autocast, fast_layout, to_fast_layout
 from fedseg.losses import ConsistencyLoss, FocalDiceLoss, LossConfig
 from fedseg.models import ModelConfig, build_model, grad_sample_mode
 from fedseg.models.state import clean_state_dict, load_model_state, model_state
@@ -47,10 +47,13 @@ HOOK_WARNING = "Full backward hook is firing when gradients are computed with re
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {
+    """The batch on ``device``, images in the memory layout the model was put in (``fast_layout``)."""
+    moved = {
         key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         for key, value in batch.items()
     }
+    moved["image"] = fast_layout(moved["image"], device)
+    return moved
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,14 @@ class LocalState:
     step: int = 0
     teacher: OrderedDict[str, torch.Tensor] | None = None
     privacy: PrivacyState | None = None
+    optimizer: dict[str, Any] | None = None  # AdamW's moments: a site's next round continues them
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {
             "step": self.step,
             "teacher": self.teacher,
             "privacy": None if self.privacy is None else vars(self.privacy),
+            "optimizer": self.optimizer,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -123,7 +128,9 @@ class LocalState:
         privacy = payload["privacy"]
         if privacy is not None:
             privacy = PrivacyState(**{**privacy, "history": [tuple(h) for h in privacy["history"]]})
-        return cls(step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy)
+        return cls(
+            step=int(payload["step"]), teacher=payload["teacher"], privacy=privacy, optimizer=payload.get("optimizer")
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ class LocalTrainer:
         *,
         model_config: ModelConfig,
         config: LocalConfig,
-        dataset: TrainingCrops,
+        dataset: CropDataset,
         device: torch.device,
         seed: int,
         planned_steps: int,
@@ -164,12 +171,14 @@ class LocalTrainer:
         self.config, self.dataset, self.device, self.seed, self.workers = config, dataset, device, seed, workers
         self.state = state or LocalState()
         self.schedule_steps = schedule_steps
-        self.student: nn.Module = build_model(model_config).to(device)
+        self.student: nn.Module = to_fast_layout(build_model(model_config).to(device), device)
         if initial_weights is not None:
             load_model_state(self.student, initial_weights)
         self.anchor = [p.detach().clone() for p in self.student.parameters()] if config.fedprox_mu > 0 else None
         self.teacher = self._build_teacher() if config.mean_teacher is not None else None
         self.optimizer = build_optimizer(self.student, config.optim)
+        if self.state.optimizer is not None:
+            self.optimizer.load_state_dict(self.state.optimizer)
         self.keys = self._build_sampler(planned_steps, model_config)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
         self.consistency = ConsistencyLoss(reduction="none")
@@ -391,4 +400,6 @@ class LocalTrainer:
 
     def export_state(self) -> LocalState:
         teacher = clean_state_dict(self.teacher.state_dict()) if self.teacher is not None else None
-        return LocalState(step=self.state.step, teacher=teacher, privacy=self.state.privacy)
+        return LocalState(
+            step=self.state.step, teacher=teacher, privacy=self.state.privacy, optimizer=self.optimizer.state_dict()
+        )

@@ -84,14 +84,16 @@ class Perturbation:
         self.generator = generator
 
     def _flip(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.flip_h.to(x.device).view(-1, 1, 1, 1)
-        v = self.flip_v.to(x.device).view(-1, 1, 1, 1)
+        """Flips of the last two axes (image rows and columns; for 3D patches the in-plane y and slices)."""
+        per_sample = (-1,) + (1,) * (x.ndim - 1)
+        h = self.flip_h.to(x.device).view(per_sample)
+        v = self.flip_v.to(x.device).view(per_sample)
         x = torch.where(h, x.flip(-1), x)
         return torch.where(v, x.flip(-2), x)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if self.jitter > 0:
-            shape = (x.shape[0], x.shape[1], 1, 1)
+            shape = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
             gain = 1 + self.jitter * (2 * torch.rand(shape, generator=self.generator) - 1)
             offset = self.jitter * (2 * torch.rand(shape, generator=self.generator) - 1)
             x = x * gain.to(x.device, x.dtype) + offset.to(x.device, x.dtype)

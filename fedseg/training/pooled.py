@@ -23,20 +23,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from fedseg.data.crops import TrainingCrops
 from fedseg.data.layout import data_folders
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
 from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
-from fedseg.inference.predictor import Predictor
 from fedseg.integrity import DamagedFileError, sealed
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import unwrap
 from fedseg.outputs import check_output_folder, inputs_protected
+from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
+from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
 from fedseg.training.run_folder import StartPlan, load_resume_point, plan_start
+from fedseg.volumes.inference import make_predictor
+from fedseg.volumes.plan import volume_mode
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +66,15 @@ class RunFolder:
         self.resume = self.root / "checkpoints" / "resume.pt"
 
 
-def preprocessing_of(config: TrainConfig) -> Preprocessing:
+def preprocessing_of(config: TrainConfig, *, volumes: bool = False) -> Preprocessing:
+    """How the run's inputs are prepared; for volumes, 2.5D slice stacks or 3D by the model's dimensions."""
     return Preprocessing(
-        channels=config.data.channels, resize=config.data.resize, normalisation=config.data.normalisation
+        channels=config.data.channels,
+        resize=config.data.resize,
+        normalisation=config.data.normalisation,
+        mode=volume_mode(config.model.spatial_dims) if volumes else "2d",
+        spacing=config.data.volume.spacing,
+        percentiles=config.data.volume.percentiles,
     )
 
 
@@ -87,7 +95,14 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
     by_centre: dict[str, list] = {}
     for record in data.val:
         by_centre.setdefault(record.centre, []).append(record)
-    predictor = Predictor(unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=device)
+    predictor = make_predictor(
+        unwrap(model),
+        preprocessing_of(config, volumes=data.volumes),
+        config.tiling,
+        tta=False,
+        device=device,
+        patch_slices=config.data.volume.patch_slices,
+    )
     results = [score_records(predictor, records, with_hd95=False, progress=False) for records in by_centre.values()]
     model.train()
     return mean_dice(results)
@@ -96,7 +111,9 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
 class PooledTrainer:
     """Holds the state of one pooled run; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self, config: TrainConfig, *, resume: bool = False, progress: bool = True, tracking: str = DEFAULT_TRACKING
+    ) -> None:
         self.config, self.progress = config, progress
         self.folder = RunFolder(config.out)
         plan = self._plan(resume)
@@ -104,16 +121,17 @@ class PooledTrainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
-            config.data, plan.saved_manifest, include_unlabelled=config.mean_teacher is not None, progress=progress
-        )
-        dataset = TrainingCrops(
-            self.data.train, crop=config.data.crop, augment=config.data.augment, normalisation=config.data.normalisation
+            config.data,
+            plan.saved_manifest,
+            include_unlabelled=config.mean_teacher is not None,
+            spatial_dims=config.model.spatial_dims,
+            progress=progress,
         )
         self.best: float | None = saved["best"] if saved else None
         self.trainer = LocalTrainer(
             model_config=config.model,
             config=local_config_of(config),
-            dataset=dataset,
+            dataset=self.data.train,
             device=self.device,
             seed=config.seed,
             planned_steps=config.steps,
@@ -126,6 +144,8 @@ class PooledTrainer:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
             logger.info("resumed %s at step %d", self.folder.root, self.step)
         self._begin(plan)
+        self.tracker = open_tracker(tracking, run_folder=self.folder.root, experiment="pooled")
+        self.tracker.log_params(flatten(config.to_json()))
 
     def _plan(self, resume: bool) -> StartPlan:
         folder = self.folder
@@ -162,6 +182,7 @@ class PooledTrainer:
             "data_root": str(self.config.data.root.resolve()),
             "centres": list(self.config.data.centres),
             "manifest": str(self.folder.manifest.resolve()),
+            "patch_slices": self.config.data.volume.patch_slices,
         }
 
     def _save(self) -> None:
@@ -170,7 +191,7 @@ class PooledTrainer:
             self.folder.last,
             model=model,
             model_config=self.config.model,
-            preprocessing=preprocessing_of(self.config),
+            preprocessing=preprocessing_of(self.config, volumes=self.data.volumes),
             meta={**self._meta(), "best_val_dice": self.best},
         )
         atomic_torch_save(
@@ -188,13 +209,14 @@ class PooledTrainer:
     def _validate(self) -> None:
         dice = validate(self.trainer.student, self.config, self.data, self.device)
         append_jsonl(self.folder.log, {"step": self.step, "event": "validation", "val_dice": dice})
+        self.tracker.log_metrics({"validation/dice": dice}, step=self.step)
         if dice is not None and (self.best is None or dice > self.best):
             self.best = dice
             save_checkpoint(
                 self.folder.best,
                 model=unwrap(self.trainer.student),
                 model_config=self.config.model,
-                preprocessing=preprocessing_of(self.config),
+                preprocessing=preprocessing_of(self.config, volumes=self.data.volumes),
                 meta={**self._meta(), "val_dice": dice},
             )
 
@@ -219,6 +241,7 @@ class PooledTrainer:
                 "accountant": privacy.accountant,
             },
         )
+        self.tracker.log_metrics({"privacy/epsilon/pooled": epsilon}, step=self.step)
 
     def _next_stop(self) -> int:
         every = [self.config.checkpoint_every] + ([self.config.val_every] if self.config.val_every else [])
@@ -243,6 +266,7 @@ class PooledTrainer:
                     "lr": trainer._lr(),
                 }
                 append_jsonl(self.folder.log, record)
+                self.tracker.log_metrics(step_metrics(record), step=trainer.state.step)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 window.clear()
 
@@ -266,6 +290,9 @@ class PooledTrainer:
             raise
         finally:
             bar.close()
+        folder = self.folder
+        self.tracker.log_artifacts([folder.last, folder.best, folder.log, folder.privacy, folder.manifest])
+        self.tracker.close()
         privacy = self.trainer.state.privacy
         return TrainResult(
             run=self.folder.root,
@@ -286,12 +313,15 @@ def _local_state_of(saved: dict[str, Any], path: Path) -> LocalState:
         raise DamagedFileError(f"{path}: damaged trainer state ({type(error).__name__}: {error}).") from None
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, *, resume: bool = False, progress: bool = True, tracking: str = DEFAULT_TRACKING
+) -> TrainResult:
     """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``.
 
     The run folder may not be one of the data's folders, and nothing is written into them.
+    ``tracking``: 'tensorboard' (event files in the run folder), 'mlflow:URI' (and MLflow) or 'none'.
     """
     folders = data_folders(config.data.root, config.data.centres)
     check_output_folder(config.out, folders)
     with inputs_protected(folders=folders):
-        return PooledTrainer(config, resume=resume, progress=progress).run()
+        return PooledTrainer(config, resume=resume, progress=progress, tracking=tracking).run()

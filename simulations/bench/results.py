@@ -148,7 +148,7 @@ def cost_section(results: list[dict[str, Any]], out: Path) -> list[str]:
             f"| bytes up per site and round | {model['bytes_up_per_site'] / 2**20:.1f} MiB "
             f"({model['up_ratio_vs_fp32']:.2f}x fp32) |",
             f"| bytes down per site and round | {model['bytes_down_per_site'] / 2**20:.1f} MiB |",
-            f"| encrypt, per site | {model['encrypt_seconds_per_site']:.2f} s |",
+            f"| mask, encrypt and sign, per site | {model['protect_seconds_per_site']:.2f} s |",
             f"| aggregate ({model['sites']} sites, server) | {model['aggregate_seconds']:.2f} s |",
             f"| decrypt, per site | {model['decrypt_seconds_per_site']:.2f} s |",
         ]

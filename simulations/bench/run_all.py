@@ -239,19 +239,24 @@ def base_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[st
 def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
     """Run the federation; returns the final plaintext checkpoint (decrypted at a site when HE was on)."""
     from fedseg.crypto.checkpoint import decrypt_checkpoint
-    from fedseg.crypto.keys import generate_keys
+    from fedseg.federation.sites import parse_site_map
+    from simulations.bench.he_overhead import credentials
     from simulations.launch import simulate
 
     config = base_run_config(scale, experiment, work)
     config.update({k: v for k, v in experiment.settings.items() if k not in ("task", "heldout", "centres")})
-    if config.get("he"):
-        if not (work / "keys" / "site.context").exists():
-            generate_keys(work / "keys")
-        config["he-keys"] = str(work / "keys")
+    if config.get("he"):  # the key ceremony's files, all in one folder (a simulation plays every site)
+        names = [spec.name for spec in parse_site_map(config["site-map"])]
+        credentials(work / "keys", names)
+        config["he-keys"] = str(work / "keys" / "he")
+        config["registry"] = str(work / "keys" / "federation.json")
+        config["node-keys"] = str(work / "keys" / "node-keys")
     completed = simulate(config, quiet=True)
     checkpoints = work / "run" / "checkpoints"
     if (checkpoints / "last.he").exists():
-        return decrypt_checkpoint(checkpoints / "last.he", work / "keys" / "site.context", checkpoints / "last.pt")
+        return decrypt_checkpoint(
+            checkpoints / "last.he", work / "keys" / "he" / "site.context", checkpoints / "last.pt"
+        )
     if not (checkpoints / "last.pt").exists():
         raise RuntimeError(f"{experiment.id}: the federation wrote no model\n{completed.stdout[-3000:]}")
     return checkpoints / "last.pt"

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fedseg.cli import main
 from fedseg.data.layout import list_centres
@@ -28,6 +30,8 @@ def test_bad_input_gives_exit_code_2_and_a_message_naming_the_problem(
 
 
 def test_model_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "A" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "A" / "images" / "a.png")
     code = main(
         [
             "train",

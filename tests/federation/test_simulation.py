@@ -76,6 +76,14 @@ def test_two_training_sites_and_a_heldout_site_run_two_rounds(healthy_run: tuple
     assert rounds[1]["train"]["STARE"]["epsilon"] > rounds[0]["train"]["STARE"]["epsilon"]
 
 
+def test_simulated_sites_apply_the_cpu_settings_and_log_progress(healthy_run: tuple[Path, str]) -> None:
+    _, log = healthy_run
+    lines = [line for line in log.splitlines() if "fedseg runtime:" in line]
+    assert lines, log[-3000:]
+    assert all("allocator: glibc" in line for line in lines), lines
+    assert "site STARE, round 2: step 2/2" in log and "steps/s" in log
+
+
 def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str]) -> None:
     run, _ = healthy_run
     assert load_checkpoint(run / "checkpoints" / "last.pt").meta["round"] == ROUNDS
@@ -107,24 +115,28 @@ def test_a_failing_site_is_left_out_and_the_round_goes_on(
 def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
     retina_crops: Path, tmp_path: Path, flower_home: Path
 ) -> None:
+    """The key ceremony's files (CKKS keys, node keys, site registry), then signed, masked, encrypted rounds."""
     from fedseg.crypto.checkpoint import decrypt_checkpoint
-    from fedseg.crypto.keys import generate_keys
+    from simulations.bench.he_overhead import credentials
 
-    generate_keys(tmp_path / "keys")
+    keys = credentials(tmp_path / "keys", ["STARE", "AV-WIDE", "CHASE_DB1"])
     run = tmp_path / "run"
-    log = simulate(
-        tiny_run_config(
-            retina_crops, run, "STARE,AV-WIDE,heldout:CHASE_DB1", **{"he": True, "he-keys": str(tmp_path / "keys")}
-        )
-    )
+    encrypted = {
+        "he": True,
+        "he-keys": str(keys / "he"),
+        "registry": str(keys / "federation.json"),
+        "node-keys": str(keys / "node-keys"),
+    }
+    log = simulate(tiny_run_config(retina_crops, run, "STARE,AV-WIDE,heldout:CHASE_DB1", **encrypted))
     rounds = read_jsonl(run / "rounds.jsonl")
     assert [r["round"] for r in rounds] == [1, 2], log[-3000:]
     for record in rounds:
         assert set(record["train"]) == {"STARE", "AV-WIDE"} and record["left_out"] == {}
-        assert record["he"]["bytes_down"] > 0 and all(m["he_bytes_up"] > 0 for m in record["train"].values())
+        assert record["he"]["mode"] == "masked" and record["he"]["bytes_down"] > 0
+        assert all(m["he_bytes_up"] > 0 for m in record["train"].values())
         assert record["heldout"]["CHASE_DB1"]["n_images"] == 4
     assert (run / "checkpoints" / "last.he").exists() and not (run / "checkpoints" / "last.pt").exists()
     checkpoint = load_checkpoint(
-        decrypt_checkpoint(run / "checkpoints" / "last.he", tmp_path / "keys" / "site.context", tmp_path / "last.pt")
+        decrypt_checkpoint(run / "checkpoints" / "last.he", keys / "he" / "site.context", tmp_path / "last.pt")
     )
     assert checkpoint.meta["round"] == ROUNDS

@@ -1,4 +1,4 @@
-"""The shared contract every entry of the model zoo must pass."""
+"""The shared contract every entry of the model zoo must pass, in 2D (``B,C,H,W``) or 3D (``B,C,X,Y,Z``)."""
 
 from __future__ import annotations
 
@@ -16,27 +16,42 @@ from fedseg.models.state import model_state
 from fedseg.privacy.dp_sgd import make_private
 
 # Small options keep the CPU contract test fast; every architecture is still built for real.
-SMALL = {"unet": {"widths": [8, 16, 32]}}
+SMALL = {
+    "unet": {"widths": [8, 16, 32]},
+    "unet3d": {"widths": [4, 8, 16], "slice_pool_levels": 1},
+    "vnet": {"widths": [4, 8, 16], "depths": [1, 1, 2]},
+    "doubleunet": {"vgg_widths": [8, 16, 16], "vgg_depths": [1, 2, 2], "widths": [8, 16], "aspp_channels": 8},
+}
 SMP_SMALL = {"encoder_name": "resnet18"}
 MODELS = available_models()
+# Odd sizes per spatial dimension: the model pads to its multiple and crops back.
+SIZES = {2: ((64, 96), (45, 70)), 3: ((16, 24, 8), (13, 22, 7))}
 
 
 def config_for(name: str) -> ModelConfig:
     return ModelConfig(name=name, options=SMALL.get(name, SMP_SMALL if name.startswith("smp-") else {}))
 
 
+def inputs(config: ModelConfig, batch: int, size: int | None = None) -> torch.Tensor:
+    """A random batch of the model's dimensionality (the first contract size, or ``size`` per axis)."""
+    spatial = SIZES[config.spatial_dims][0] if size is None else (size,) * config.spatial_dims
+    return torch.randn(batch, config.in_channels, *spatial)
+
+
 def test_zoo_has_the_required_architectures() -> None:
-    assert {"unet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
+    assert {"unet", "doubleunet", "smp-unet", "smp-unetplusplus", "smp-deeplabv3plus", "smp-fpn"} <= set(MODELS)
+    assert {"unet3d", "vnet"} <= {name for name in MODELS if config_for(name).spatial_dims == 3}
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_on_non_square_sizes(name: str) -> None:
     torch.manual_seed(0)
-    model = build_model(config_for(name))
-    for height, width in ((64, 96), (45, 70)):
-        x = torch.randn(2, 3, height, width)
+    config = config_for(name)
+    model = build_model(config)
+    for size in SIZES[config.spatial_dims]:
+        x = torch.randn(2, 3, *size)
         logits = model(x)
-        assert logits.shape == (2, 1, height, width)
+        assert logits.shape == (2, 1, *size)
         logits.mean().backward()
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
         model.zero_grad()
@@ -61,7 +76,8 @@ def test_one_real_dp_sgd_step(name: str) -> None:
         grad_sample_mode=grad_sample_mode(config),
     )
     before = {k: v.clone() for k, v in model_state(model).items()}
-    x, y = torch.randn(3, 3, 64, 64), (torch.rand(3, 1, 64, 64) > 0.8).float()
+    x = inputs(config, 3, 64 if config.spatial_dims == 2 else 16)
+    y = (torch.rand(3, 1, *x.shape[2:]) > 0.8).float()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         per_sample = FocalDiceLoss(reduction="none")(model(x), y)
@@ -86,6 +102,6 @@ def test_state_dict_and_checkpoint_round_trip(name: str, tmp_path: Path) -> None
     checkpoint = load_checkpoint(path)
     assert checkpoint.model == config and checkpoint.meta["step"] == 3
     restored = checkpoint.build()
-    x = torch.randn(1, 3, 64, 80)
+    x = inputs(config, 1)
     with torch.no_grad():
         assert torch.equal(model(x), restored(x))

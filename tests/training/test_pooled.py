@@ -18,6 +18,7 @@ from fedseg.models.checkpoint import load_checkpoint
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
 from fedseg.training.local import LocalTrainer
+from tests.tracking.test_tracking import scalars_of
 
 TINY = ModelConfig(name="unet", options={"widths": [8, 16, 32]})
 
@@ -57,6 +58,10 @@ def test_run_folder_holds_config_manifest_log_and_checkpoints(retina_crops: Path
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last.meta["step"] == 4 and last.model == TINY
     assert load_checkpoint(run / "checkpoints" / "best.pt").meta["val_dice"] == result.best_val_dice
+    scalars = scalars_of(run / "tensorboard")  # tracking: event files by default
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in scalars["validation/dice"]] == [2, 4]
+    assert max(v for _, v in scalars["validation/dice"]) == pytest.approx(result.best_val_dice)
 
 
 def test_crash_and_resume_gives_the_uninterrupted_result(
