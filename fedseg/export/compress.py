@@ -49,6 +49,8 @@ class Compression:
 def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
     """Zero the ``amount`` fraction of convolution and linear weights with the smallest magnitude."""
     targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for module, _ in targets:  # pruning flattens with view(): channels-last weights must be made contiguous
+        module.weight.data = module.weight.data.contiguous()
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
     for module, name in targets:
         prune.remove(module, name)

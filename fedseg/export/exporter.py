@@ -129,6 +129,11 @@ class _Exporter:
     def __init__(self, config: ExportConfig) -> None:
         self.config = config
         self.checkpoint: Checkpoint = load_checkpoint(config.checkpoint)
+        if self.checkpoint.model.spatial_dims != 2:
+            raise ExportError(
+                f"{config.checkpoint}: '{self.checkpoint.model.name}' is a volume model; fedseg export writes 2D "
+                "image models only (use `fedseg predict` with the checkpoint for volumes)"
+            )
         self.records = check_records(config)
         self.compression = Compression.parse(config.compression)
         self.model = self.checkpoint.build()

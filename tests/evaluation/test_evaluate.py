@@ -42,7 +42,7 @@ def test_metrics_json_and_per_image_csv(checkpoint: Path, retina_crops: Path, tm
         assert centre["counts"]["tp"] + centre["counts"]["fn"] > 0
     rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
     assert len(rows) == 8 and {r["centre"] for r in rows} == {"CHASE_DB1", "STARE"}
-    assert metrics["settings"]["tile_size"] == 96  # twice the training crop by default
+    assert metrics["settings"]["tile_size"] == 4 * 48  # four times the training crop by default
 
 
 def test_unreadable_images_are_listed_and_fail_the_command(

@@ -43,7 +43,11 @@ def export_config(checkpoint: Path, out: Path, data: Path, **changes: object) ->
     return ExportConfig(**{**values, **changes})
 
 
-@pytest.mark.parametrize("name", available_models())
+IMAGE_MODELS = [name for name in available_models() if config_for(name).spatial_dims == 2]
+VOLUME_MODELS = [name for name in available_models() if config_for(name).spatial_dims == 3]
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_zoo_model_exports_to_onnx_within_1e_4_on_a_real_image(
     name: str, retina_crops: Path, tmp_path: Path
 ) -> None:
@@ -59,6 +63,14 @@ def test_every_zoo_model_exports_to_onnx_within_1e_4_on_a_real_image(
         expected = torch.sigmoid(load_checkpoint(checkpoint).build()(x))
         got = torch.sigmoid(OnnxRuntimeModel(report.path)(x))
     assert got.shape == (2, 1, 45, 70) and float((got - expected).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("name", VOLUME_MODELS)
+def test_volume_models_are_refused_with_the_reason(name: str, retina_crops: Path, tmp_path: Path) -> None:
+    checkpoint = checkpoint_of(config_for(name), tmp_path / "m.pt")
+    with pytest.raises(ExportError, match=f"'{name}' is a volume model; fedseg export writes 2D image models only"):
+        export(export_config(checkpoint, tmp_path / "m.onnx", retina_crops))
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_torchscript_export_carries_the_contract(retina_crops: Path, tmp_path: Path) -> None:

@@ -37,8 +37,8 @@ def test_out_of_place_block_computes_the_same_function() -> None:
 def test_unknown_option_names_the_model_and_its_options() -> None:
     with pytest.raises(ValueError, match=r"model 'unet' has no option\(s\) \['depth'\]; its options are: activation"):
         create_model("unet", depth=3)
-    with pytest.raises(ValueError, match="unknown model 'vnet'; available models: .*unet"):
-        model_spec("vnet")
+    with pytest.raises(ValueError, match="unknown model 'vnet2'; available models: .*unet"):
+        model_spec("vnet2")
     assert resolve_options("smp-unet", {})["encoder_name"] == "resnet34"
 
 
