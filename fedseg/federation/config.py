@@ -178,7 +178,10 @@ class FederationConfig:
                 f"run config 'min-train-sites' is {self.min_train_sites}, but 'site-map' names {training} training "
                 f"site(s); lower it to at most {training}"
             )
-        TrackingConfig.parse(self.tracking)
+        try:
+            TrackingConfig.parse(self.tracking)
+        except ConfigError as error:
+            raise ConfigError(f"run config '{_key('tracking')}': {error}") from None
         if self.model_config.spatial_dims == 3 and not self.volumes:
             raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
         self._derived_configs()

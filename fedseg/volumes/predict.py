@@ -31,6 +31,14 @@ def volume_inputs(path: Path) -> list[Path]:
     return volumes
 
 
+def planned_volume_outputs(volumes: list[Path], out: Path, probabilities: bool) -> list[tuple[Path, Path]]:
+    """(output, volume) pairs: ``<stem>.nii.gz`` and, with probabilities, ``<stem>_prob.nii.gz`` per volume."""
+    planned = [(out / f"{volume_stem(path)}.nii.gz", path) for path in volumes]
+    if probabilities:
+        planned += [(out / f"{volume_stem(path)}_prob.nii.gz", path) for path in volumes]
+    return planned
+
+
 def predict_volume(predictor: VolumePredictor, path: Path, out: Path, *, threshold: float, probabilities: bool):
     """Write ``<stem>.nii.gz`` (uint8 0/1) and, if asked, ``<stem>_prob.nii.gz`` (float32) for one volume."""
     loaded = native_volume(ImageRecord(centre="", stem=volume_stem(path), image=path), predictor)

@@ -186,7 +186,7 @@ BAD_RUN_CONFIG = {
     "crop-size": (0, ">= 16"),
     "overlap": (1.0, "in [0, 1)"),
     "threshold": (7.0, "in (0, 1)"),
-    "augment": ("heavy", "one of strong, basic, none"),
+    "augment": ("heavy", "one of strong, basic"),
     "dp-delta": (2.0, "in [0, 1)"),
     "device": ("gpu", "auto, cpu, cuda or cuda:N"),
     "round-timeout": (float("nan"), "a finite number"),
@@ -195,6 +195,10 @@ BAD_RUN_CONFIG = {
     "max-grad-norm": (float("inf"), "a finite number"),
     "weight-decay": (-1.0, ">= 0"),
     "resize": (8, ">= 16"),
+    "lr-schedule": ("cosine-ish", "one of "),
+    "patch-slices": (0, ">= 1"),
+    "volume-spacing": (-1.0, ">= 0"),
+    "tracking": ("wandb", "'tensorboard', 'none' or 'mlflow:URI'"),
 }
 
 
