@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from fedseg.configuration import ConfigError
 from fedseg.data.layout import data_folders
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
@@ -31,6 +32,7 @@ from fedseg.integrity import DamagedFileError, sealed
 from fedseg.models.checkpoint import Preprocessing, save_checkpoint
 from fedseg.models.state import unwrap
 from fedseg.outputs import check_output_folder, inputs_protected
+from fedseg.privacy.budget import PrivacyBudgetExhausted
 from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
 from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
@@ -143,9 +145,26 @@ class PooledTrainer:
         if saved:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
             logger.info("resumed %s at step %d", self.folder.root, self.step)
+        if saved:
+            self._check_budget()
+        self.ledger_step = self.step  # the privacy ledger accounts for every step up to here
         self._begin(plan)
         self.tracker = open_tracker(tracking, run_folder=self.folder.root, experiment="pooled")
         self.tracker.log_params(flatten(config.to_json()))
+
+    def _check_budget(self) -> None:
+        """Steps asked for past a resumed run's privacy budget are refused before the folder changes."""
+        remaining = self.config.steps - self.step
+        try:
+            self.trainer.check_budget(remaining)
+        except PrivacyBudgetExhausted as exhausted:
+            most = self.step + _most_steps(self.trainer, remaining)
+            raise ConfigError(
+                f"{self.folder.root}: --steps {self.config.steps} would take the run past its privacy budget: "
+                f"epsilon {exhausted.spent:.4f} spent by step {self.step}, {exhausted.projected:.4f} at step "
+                f"{self.config.steps}, budget {exhausted.budget:.4f}. Resume with --steps {most} or fewer, or "
+                "start a new run (another --out) with a larger --dp-epsilon. Nothing was changed."
+            ) from None
 
     def _plan(self, resume: bool) -> StartPlan:
         folder = self.folder
@@ -220,16 +239,18 @@ class PooledTrainer:
                 meta={**self._meta(), "val_dice": dice},
             )
 
-    def _ledger(self, steps: int) -> None:
-        privacy = self.trainer.state.privacy
-        if privacy is None:
+    def _ledger(self) -> None:
+        """A ledger row for the steps since the last one (every checkpoint, and on an interrupt)."""
+        privacy, steps = self.trainer.state.privacy, self.step - self.ledger_step
+        if privacy is None or steps == 0:
             return
+        self.ledger_step = self.step
         epsilon = privacy.epsilon()
         append_jsonl(
             self.folder.privacy,
             {
                 "site": "pooled",
-                "round": self.step // self.config.checkpoint_every,
+                "round": -(-self.step // self.config.checkpoint_every),  # the checkpoint interval it ends in
                 "step": self.step,
                 "sampling_rate": privacy.sample_rate,
                 "noise_multiplier": privacy.noise_multiplier,
@@ -273,13 +294,14 @@ class PooledTrainer:
         try:
             while self.step < config.steps:
                 stop = self._next_stop()
-                stats = self.trainer.run(stop - self.step, on_step=on_step)
+                self.trainer.run(stop - self.step, on_step=on_step)
                 if config.val_every and (self.step % config.val_every == 0 or self.step == config.steps):
                     self._validate()
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
-                    self._ledger(stats.steps)
+                    self._ledger()
                     self._save()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through fedseg.signals
+            self._ledger()
             self._save()
             logger.warning(
                 "%s at step %d; saved %s: continue with the same command and --resume",
@@ -301,6 +323,19 @@ class PooledTrainer:
             last_checkpoint=self.folder.last,
             epsilon=privacy.epsilon() if privacy else None,
         )
+
+
+def _most_steps(trainer: LocalTrainer, limit: int) -> int:
+    """The most steps (below ``limit``) that stay within the trainer's privacy budget."""
+    low, high = 0, limit  # low fits, high does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            trainer.check_budget(middle)
+            low = middle
+        except PrivacyBudgetExhausted:
+            high = middle
+    return low
 
 
 def _local_state_of(saved: dict[str, Any], path: Path) -> LocalState:
