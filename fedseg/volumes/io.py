@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import typing
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,24 @@ def _squeeze_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def _check_gzip(path: Path) -> None:
+    """Inflate the whole file once: only at its end does gzip check its CRC-32 and length, which nibabel
+    never reaches (it stops after the voxels it needs), so damaged voxels would otherwise read silently."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path}: damaged compressed data ({type(error).__name__}: {error}); the file was cut or changed. "
+            "Copy it again from its source, or re-export it."
+        ) from None
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            _check_gzip(path)
     image = typing.cast(nib.Nifti1Image, nib.load(path))
     return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
 

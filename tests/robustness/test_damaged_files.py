@@ -5,8 +5,9 @@ Each kind of file is one row of ``KINDS``: how to make a valid one (with fedseg'
 fedseg reads it, and what a correct result is. For files fedseg writes and reads back (checkpoints,
 resume points, manifests, settings, logs and ledgers) it is exactly what was written: they carry
 checksums. For files people make (images, masks, run configs) fedseg cannot know what was meant: a
-correct result is a valid value of the right kind (PNG files carry CRCs, so their pixels must be
-exact too; JPEG has no checksum). Other modules add rows (``tests/crypto`` for key and .he files).
+correct result is a valid value of the right kind (PNG files and gzip-compressed NIfTI volumes carry
+CRCs, so their voxels must be exact too; JPEG and plain .nii have no checksum). ``tests/crypto`` does
+the same for key and .he files.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from fedseg.privacy.ledger import format_ledger, read_ledger
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
 from fedseg.training.run_folder import check_settings, load_resume_point
+from fedseg.volumes.io import read_volume, write_nifti
 from tests.conftest import REPO
 from tests.robustness.conftest import CENTRE
 
@@ -103,6 +105,22 @@ def _picture(folder: Path, suffix: str, *, mask: bool = False) -> Path:
     path = folder / f"picture{suffix}"
     Image.fromarray(pixels.astype(np.uint8) * 255 if mask else pixels).save(path)
     return path
+
+
+def _volume(folder: Path, _run: Path) -> Path:
+    """A 12 x 10 x 6 volume of noise, oblique, as fedseg writes predictions (gzip-compressed NIfTI)."""
+    noise = np.random.default_rng(7).integers(-1000, 3000, (12, 10, 6)).astype(np.int16)
+    affine = np.array([[0.0, -0.5, 0.1, 10.0], [0.5, 0.0, 0.0, -20.0], [0.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
+    return write_nifti(folder / "volume.nii.gz", noise, affine)
+
+
+def _read_volume(path: Path) -> dict[str, np.ndarray]:
+    volume = read_volume(path)
+    return {"array": volume.array, "affine": volume.affine}
+
+
+def _same_volume(got: dict[str, np.ndarray], valid: dict[str, np.ndarray]) -> bool:
+    return same_array(got["array"], valid["array"]) and same_array(got["affine"], valid["affine"])
 
 
 def _checkpoint(folder: Path, _run: Path) -> Path:
@@ -207,6 +225,7 @@ KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
     FileKind("mask.png", lambda f, _: _picture(f, ".png", mask=True), read_mask, same_array),
+    FileKind("volume.nii.gz", _volume, _read_volume, _same_volume),
     FileKind("checkpoint.pt", _checkpoint, _read_checkpoint, _same_checkpoint),
     FileKind("resume.pt", _copy_from_run("checkpoints/resume.pt"), load_resume_point, same_value),
     FileKind("manifest.json", _copy_from_run("manifest.json"), load_manifest, lambda got, valid: got == valid),
