@@ -84,6 +84,28 @@ def unsealed(
     return content
 
 
+SEAL_MAGIC = b"FEDSEG-SEALED\x00"
+_SHA256_BYTES = 32
+
+
+def sealed_bytes(data: bytes) -> bytes:
+    """``data`` framed for a file: a magic, the data and the SHA-256 of both (any changed byte is found)."""
+    body = SEAL_MAGIC + data
+    return body + hashlib.sha256(body).digest()
+
+
+def read_sealed_bytes(path: str | Path, *, what: str, fix: str) -> bytes:
+    """The data of a file written with ``sealed_bytes``, checked; files without the frame (older fedseg)
+    are returned as they are, for their reader to check."""
+    data = Path(path).read_bytes()
+    if not data.startswith(SEAL_MAGIC):
+        return data
+    body, checksum = data[:-_SHA256_BYTES], data[-_SHA256_BYTES:]
+    if len(data) < len(SEAL_MAGIC) + _SHA256_BYTES or hashlib.sha256(body).digest() != checksum:
+        raise DamagedFileError(f"{path}: damaged {what}: cut or changed since it was written. {fix}")
+    return body[len(SEAL_MAGIC) :]
+
+
 def json_line(record: Mapping[str, Any]) -> str:
     """One JSON-lines record whose first field is the digest of the rest (``{"sha256": ..., ...}``)."""
     if DIGEST_KEY in record:

@@ -33,6 +33,7 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
+from fedseg.integrity import DamagedFileError, read_sealed_bytes, sealed_bytes
 from fedseg.models import build_model
 from fedseg.models.state import load_model_state, model_state
 from fedseg.training.local import LocalState
@@ -42,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.bin"
 REPLY_FILE = "last-reply.pt"
+_STATE_FIX = (
+    "Restore the site's state folder from a backup. It holds the site's privacy accounting: delete it only to "
+    "start this site afresh in a new federation."
+)
+_REPLY_FIX = "Delete it: the site then trains this round again (and spends privacy budget on it again)."
 _DATA_CACHE: OrderedDict[tuple, SiteData] = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -135,13 +141,13 @@ class SiteRuntime:
     # -- state ----------------------------------------------------------------------------------
     def _load_state(self) -> LocalState | None:
         path = self.state_dir / STATE_FILE
-        return LocalState.from_bytes(path.read_bytes()) if path.exists() else None
+        return load_site_state(path) if path.exists() else None
 
     def _cached_reply(self, server_round: int, digest: str) -> TrainReply | None:
         path = self.state_dir / REPLY_FILE
         if not path.exists():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_reply(path)
         if saved["round"] != server_round or saved["global"] != digest:
             return None
         logger.info("site %s: round %d was answered before; sending the same update", self.spec.name, server_round)
@@ -157,8 +163,8 @@ class SiteRuntime:
             "metrics": reply.metrics,
         }
         torch.save(payload, buffer)
-        atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
-        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+        atomic_write_bytes(self.state_dir / REPLY_FILE, sealed_bytes(buffer.getvalue()), mode=0o600)
+        atomic_write_bytes(self.state_dir / STATE_FILE, sealed_bytes(state.to_bytes()), mode=0o600)
 
     # -- federation calls -----------------------------------------------------------------------
     def plaintext(self, model: GlobalModel) -> Mapping[str, torch.Tensor]:
@@ -253,3 +259,24 @@ class SiteRuntime:
             "counts": result.counts.to_dict(),
             "unreadable": len(result.failures),
         }
+
+
+def load_site_state(path: Path) -> LocalState:
+    """A site's ``state.bin``, checked; damage raises ``DamagedFileError`` naming the file."""
+    data = read_sealed_bytes(path, what="site state", fix=_STATE_FIX)
+    try:
+        return LocalState.from_bytes(data)
+    except Exception as error:  # an unsealed file from older fedseg: torch raises many types
+        raise DamagedFileError(f"{path}: damaged site state ({type(error).__name__}). {_STATE_FIX}") from None
+
+
+def load_reply(path: Path) -> dict[str, Any]:
+    """A site's ``last-reply.pt``, checked; damage raises ``DamagedFileError`` naming the file."""
+    data = read_sealed_bytes(path, what="stored reply", fix=_REPLY_FIX)
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not {"round", "global", "weights", "num_examples", "metrics"} <= set(saved):
+            raise KeyError("fields missing")
+    except Exception as error:  # an unsealed file from older fedseg: torch raises many types
+        raise DamagedFileError(f"{path}: damaged stored reply ({type(error).__name__}). {_REPLY_FIX}") from None
+    return saved

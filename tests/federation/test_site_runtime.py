@@ -5,11 +5,10 @@ from pathlib import Path
 import torch
 
 from fedseg.federation.config import FederationConfig
-from fedseg.federation.site_runtime import SiteRuntime
+from fedseg.federation.site_runtime import SiteRuntime, load_site_state
 from fedseg.federation.sites import parse_site
 from fedseg.models import build_model
 from fedseg.models.state import model_state
-from fedseg.training.local import LocalState
 
 
 def _runtime(root: Path, state: Path, spec: str = "STARE") -> SiteRuntime:
@@ -37,7 +36,7 @@ def test_a_repeated_round_gets_the_same_reply_and_spends_no_privacy(retina_crops
     again = site.train(1, global_weights)  # the server crashed and asks for round 1 again
     assert all(torch.equal(first.weights[k], again.weights[k]) for k in first.weights)
     assert site.privacy_spent()["epsilon"] == spent
-    assert LocalState.from_bytes((tmp_path / "state.bin").read_bytes()).step == 2
+    assert load_site_state(tmp_path / "state.bin").step == 2
     second = site.train(2, first.weights)
     assert second.metrics["epsilon"] > first.metrics["epsilon"]
     assert (tmp_path / "state.bin").stat().st_mode & 0o777 == 0o600

@@ -12,6 +12,7 @@ the same for key and .he files.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import warnings
@@ -35,9 +36,10 @@ from fedseg.data.reading import read_image, read_mask
 from fedseg.data.splits import SplitConfig, load_manifest
 from fedseg.federation.config import FederationConfig, read_run_config
 from fedseg.federation.run_outputs import RunFolder
-from fedseg.files import read_jsonl
+from fedseg.federation.site_runtime import load_reply, load_site_state
+from fedseg.files import atomic_write_bytes, read_jsonl
 from fedseg.inference.sliding_window import TilingConfig
-from fedseg.integrity import DamagedFileError
+from fedseg.integrity import DamagedFileError, sealed_bytes
 from fedseg.models import ModelConfig, build_model
 from fedseg.models.checkpoint import CheckpointError, Preprocessing, load_checkpoint, save_checkpoint
 from fedseg.models.state import model_state
@@ -45,6 +47,7 @@ from fedseg.privacy.budget import PrivacyConfig
 from fedseg.privacy.ledger import format_ledger, read_ledger
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
+from fedseg.training.local import LocalState
 from fedseg.training.run_folder import check_settings, load_resume_point
 from fedseg.volumes.io import read_volume, write_nifti
 from tests.conftest import REPO
@@ -221,6 +224,32 @@ def _read_server_state(path: Path) -> dict[str, Any]:
     return {"round": point.round, "weights": dict(point.model), "best": point.best_validation_dice}
 
 
+def _site_state(folder: Path, run: Path) -> Path:
+    """A site's state.bin as a site writes it; its content taken from a real DP run (privacy accountant)."""
+    state = LocalState.from_bytes(load_resume_point(run / "checkpoints" / "resume.pt")["local_state"])
+    return atomic_write_bytes(folder / "state.bin", sealed_bytes(state.to_bytes()))
+
+
+def _read_site_state(path: Path) -> dict[str, Any]:
+    state = load_site_state(path)
+    return {"step": state.step, "privacy": vars(state.privacy), "optimizer": state.optimizer}
+
+
+def _stored_reply(folder: Path, _run: Path) -> Path:
+    """A site's last-reply.pt as a site writes it (the weights it trained, kept at the site)."""
+    torch.manual_seed(0)
+    reply = {
+        "round": 3,
+        "global": "0123abcd",
+        "weights": model_state(build_model(TINY)),
+        "num_examples": 4,
+        "metrics": {"epsilon": 1.5},
+    }
+    buffer = io.BytesIO()
+    torch.save(reply, buffer)
+    return atomic_write_bytes(folder / "last-reply.pt", sealed_bytes(buffer.getvalue()))
+
+
 KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
@@ -233,6 +262,8 @@ KINDS = [
     FileKind("log.jsonl", _copy_from_run("log.jsonl"), read_jsonl, a_prefix),
     FileKind("privacy.jsonl", _copy_from_run("privacy.jsonl"), _read_ledger, a_prefix),
     FileKind("server.pt", _server_state, _read_server_state, same_value),
+    FileKind("state.bin", _site_state, _read_site_state, same_value),
+    FileKind("last-reply.pt", _stored_reply, load_reply, same_value),
     FileKind(
         "run-config.toml",
         _run_config,
