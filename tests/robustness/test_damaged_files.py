@@ -34,6 +34,8 @@ from fedseg.data.crops import CropConfig
 from fedseg.data.errors import DataError
 from fedseg.data.reading import read_image, read_mask
 from fedseg.data.splits import SplitConfig, load_manifest
+from fedseg.export.contract import ExportContract, ExportError
+from fedseg.export.engines import export_onnx, export_torchscript, load_exported
 from fedseg.federation.config import FederationConfig, read_run_config
 from fedseg.federation.run_outputs import RunFolder
 from fedseg.federation.site_runtime import load_reply, load_site_state
@@ -53,7 +55,7 @@ from fedseg.volumes.io import read_volume, write_nifti
 from tests.conftest import REPO
 from tests.robustness.conftest import CENTRE
 
-FEDSEG_ERRORS = (DataError, ConfigError, CheckpointError, DamagedFileError)
+FEDSEG_ERRORS = (DataError, ConfigError, CheckpointError, DamagedFileError, ExportError)
 TINY = ModelConfig(name="unet", options={"widths": [4, 8]})
 EXAMPLES = 25
 
@@ -250,6 +252,27 @@ def _stored_reply(folder: Path, _run: Path) -> Path:
     return atomic_write_bytes(folder / "last-reply.pt", sealed_bytes(buffer.getvalue()))
 
 
+def _exported(suffix: str) -> Callable[[Path, Path], Path]:
+    """A tiny model exported as fedseg export writes it (ONNX or TorchScript, with its contract)."""
+
+    def make(folder: Path, _run: Path) -> Path:
+        torch.manual_seed(0)
+        model = build_model(TINY)
+        contract = ExportContract(model=TINY.to_json(), preprocessing=Preprocessing(), tile_size=32, overlap=0.25)
+        writer = export_onnx if suffix == ".onnx" else export_torchscript
+        return writer(model, contract, folder / f"model{suffix}", sample=torch.zeros(1, 3, 32, 32))
+
+    return make
+
+
+def _read_exported(path: Path) -> dict[str, Any]:
+    """The contract, and what the file computes on a fixed input (the engine ``fedseg predict`` uses)."""
+    module, contract = load_exported(path, "onnxruntime" if path.suffix == ".onnx" else "torchscript")
+    with torch.no_grad():
+        logits = module(torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32))
+    return {"contract": contract, "logits": logits}
+
+
 KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
@@ -264,6 +287,8 @@ KINDS = [
     FileKind("server.pt", _server_state, _read_server_state, same_value),
     FileKind("state.bin", _site_state, _read_site_state, same_value),
     FileKind("last-reply.pt", _stored_reply, load_reply, same_value),
+    FileKind("model.onnx", _exported(".onnx"), _read_exported, same_value),
+    FileKind("model.ts.pt", _exported(".pt"), _read_exported, same_value),
     FileKind(
         "run-config.toml",
         _run_config,
