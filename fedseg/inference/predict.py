@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def _written_by_predict(path: Path) -> bool:
         return False
 
 
-def check_replaceable(planned: list[tuple[Path, Path]]) -> None:
+def check_replaceable(
+    planned: list[tuple[Path, Path]], written_by_predict: Callable[[Path], bool] = _written_by_predict
+) -> None:
     """Refuse outputs that exist and were not written by ``fedseg predict`` (e.g. ground-truth masks)."""
-    foreign = sorted(out.name for out, _ in planned if out.exists() and not _written_by_predict(out))
+    foreign = sorted(out.name for out, _ in planned if out.exists() and not written_by_predict(out))
     if foreign:
         raise OutputConflict(
             f"{planned[0][0].parent} holds {len(foreign)} file(s) that fedseg predict did not write and would "
@@ -89,12 +92,14 @@ def planned_outputs(config: PredictConfig, files: list[Path]) -> list[tuple[Path
 
 def _predict_volumes(config: PredictConfig, checkpoint: Checkpoint, progress: bool) -> PredictReport:
     from fedseg.volumes.inference import VolumePredictor
-    from fedseg.volumes.predict import planned_volume_outputs, predict_volumes, volume_inputs
+    from fedseg.volumes.predict import planned_volume_outputs, predict_volumes, volume_inputs, written_by_predict
 
     if config.inference.crf is not None:
         raise ValueError("dense CRF post-processing is for 2D images; drop --crf for volumes")
     volumes = volume_inputs(config.images)
-    check_planned_outputs(planned_volume_outputs(volumes, config.out, config.probabilities), inputs=volumes)
+    planned = planned_volume_outputs(volumes, config.out, config.probabilities)
+    check_planned_outputs(planned, inputs=volumes)
+    check_replaceable(planned, written_by_predict)
     predictor = VolumePredictor.from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
     with inputs_protected(files=[*volumes, config.checkpoint], folders=[config.images]):
         written, failures = predict_volumes(

@@ -3,6 +3,7 @@ exit code, and no input or earlier output changed. One test per case of the issu
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -250,3 +251,39 @@ def test_7_pixels_beyond_the_limit_are_refused_without_decoding(
     code, message = run(["check", "--data", str(dataset)], capsys)
     assert code == 1 and "96 x 96 pixels is more than fedseg opens (8,100 pixels" in message
     assert np.array_equal(np.asarray(Image.open(dataset / CENTRE / "images" / "img-0000.png")).shape, (96, 96, 3))
+
+
+# -- 4, 5 for volumes and exports: the same guards ---------------------------------------------------
+def test_5_volume_predict_never_replaces_masks_it_did_not_write_and_refuses_colliding_names(
+    spinal_crops: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.volumes.test_predict import volume_checkpoint
+
+    data = tmp_path / "data"
+    shutil.copytree(spinal_crops / "UCL", data / "UCL")
+    images, masks = data / "UCL" / "images", data / "UCL" / "masks"
+    checkpoint = volume_checkpoint(tmp_path / "model.pt", mode="2.5d", spacing=None)
+    before = fingerprints(data)
+    code, message = run(predict_args(checkpoint, images, masks), capsys)  # the ground truth folder
+    assert code == 2 and f"{masks} holds 1 file(s) that fedseg predict did not write" in message
+    assert "sub-9418.nii.gz" in message and fingerprints(data) == before
+    assert run(predict_args(checkpoint, images, tmp_path / "out"), capsys)[0] == 0
+    assert run(predict_args(checkpoint, images, tmp_path / "out"), capsys)[0] == 0  # its own: may be replaced
+
+    same_stem = gzip.decompress((images / "sub-9418.nii.gz").read_bytes())
+    (images / "sub-9418.nii").write_bytes(same_stem)  # the same stem, another suffix
+    before = fingerprints(data)
+    code, message = run(predict_args(checkpoint, images, tmp_path / "collide"), capsys)
+    assert code == 2 and "sub-9418.nii.gz from sub-9418.nii, sub-9418.nii.gz" in message
+    assert not (tmp_path / "collide").exists() and fingerprints(data) == before
+
+
+def test_5_export_refuses_to_replace_its_checkpoint(
+    tiny_checkpoint: Path, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
+    before = fingerprints(checkpoint)
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(checkpoint), "--format", "torchscript"]
+    code, message = run([*args, "--check-data", str(dataset), "--check-centres", CENTRE], capsys)
+    assert code == 2 and f"{checkpoint}: is an input; fedseg never overwrites an input" in message
+    assert fingerprints(checkpoint) == before
