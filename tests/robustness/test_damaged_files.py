@@ -3,11 +3,12 @@ or a correct result; never a traceback, never a silently wrong value.
 
 Each kind of file is one row of ``KINDS``: how to make a valid one (with fedseg's own writer), how
 fedseg reads it, and what a correct result is. For files fedseg writes and reads back (checkpoints,
-resume points, manifests, settings, logs and ledgers) it is exactly what was written: they carry
-checksums. For files people make (images, masks, run configs) fedseg cannot know what was meant: a
-correct result is a valid value of the right kind (PNG files and gzip-compressed NIfTI volumes carry
-CRCs, so their voxels must be exact too; JPEG and plain .nii have no checksum). ``tests/crypto`` does
-the same for key and .he files.
+resume points, manifests, settings, logs and ledgers, site state, exported models) it is exactly what
+was written: they carry checksums. For files people make (images, masks, volumes, nnU-Net's
+dataset.json and centres.csv, run configs) fedseg cannot know what was meant: a correct result is a
+valid value of the right kind (PNG files and gzip-compressed NIfTI volumes carry CRCs, so their
+voxels must be exact too; JPEG and plain .nii have no checksum). ``tests/crypto`` does the same for
+key and .he files.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from fedseg.training.config import TrainConfig
 from fedseg.training.local import LocalState
 from fedseg.training.run_folder import check_settings, load_resume_point
 from fedseg.volumes.io import read_volume, write_nifti
+from fedseg.volumes.nnunet import scan_nnunet
 from tests.conftest import REPO
 from tests.robustness.conftest import CENTRE
 
@@ -273,11 +275,34 @@ def _read_exported(path: Path) -> dict[str, Any]:
     return {"contract": contract, "logits": logits}
 
 
+def _nnunet(name: str) -> Callable[[Path, Path], Path]:
+    """nnU-Net's raw layout with two cases (empty image files: only their names are read when scanning)."""
+
+    def make(folder: Path, _run: Path) -> Path:
+        (folder / "imagesTr").mkdir()
+        (folder / "labelsTr").mkdir()
+        for case in ("gm_000", "gm_001"):
+            (folder / "imagesTr" / f"{case}_0000.nii.gz").write_bytes(b"")
+            (folder / "labelsTr" / f"{case}.nii.gz").write_bytes(b"")
+        description = {"channel_names": {"0": "T2star"}, "labels": {"background": 0, "gm": 1}, "file_ending": ".nii.gz"}
+        (folder / "dataset.json").write_text(json.dumps(description))
+        (folder / "centres.csv").write_text("case,centre\ngm_000,UCL\ngm_001,NWU\n")
+        return folder / name
+
+    return make
+
+
+def any_scan(got: dict, _valid: dict) -> bool:
+    return isinstance(got, dict) and all(isinstance(records, tuple) for records in got.values())
+
+
 KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
     FileKind("mask.png", lambda f, _: _picture(f, ".png", mask=True), read_mask, same_array),
     FileKind("volume.nii.gz", _volume, _read_volume, _same_volume),
+    FileKind("dataset.json", _nnunet("dataset.json"), lambda p: scan_nnunet(p.parent), any_scan),
+    FileKind("centres.csv", _nnunet("centres.csv"), lambda p: scan_nnunet(p.parent), any_scan),
     FileKind("checkpoint.pt", _checkpoint, _read_checkpoint, _same_checkpoint),
     FileKind("resume.pt", _copy_from_run("checkpoints/resume.pt"), load_resume_point, same_value),
     FileKind("manifest.json", _copy_from_run("manifest.json"), load_manifest, lambda got, valid: got == valid),
