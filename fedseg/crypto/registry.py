@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fedseg.files import atomic_write_text
 
 FORMAT = "fedseg-site-registry"
+DIGEST_KEY = "sha256"  # of the rest of the file: a changed bound or key is found, not used
 
 
 class RegistryError(ValueError):
@@ -99,8 +100,13 @@ def build_registry(public_keys: list[Path], max_examples: Mapping[str, int] | No
     return SiteRegistry(sites, "<new>")
 
 
+def _digest(payload: Mapping) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def write_registry(path: str | Path, registry: SiteRegistry) -> Path:
-    return atomic_write_text(path, json.dumps(registry.to_json(), indent=2) + "\n")
+    payload = registry.to_json()
+    return atomic_write_text(path, json.dumps({**payload, DIGEST_KEY: _digest(payload)}, indent=2) + "\n")
 
 
 def load_registry(path: str | Path) -> SiteRegistry:
@@ -109,21 +115,32 @@ def load_registry(path: str | Path) -> SiteRegistry:
         raise RegistryError(f"{path}: site registry not found; the coordinator makes it with `fedseg registry`")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
+        expected = payload.pop(DIGEST_KEY, None)
+        if expected is not None and expected != _digest(payload):
+            raise RegistryError(
+                f"{path}: damaged site registry (its checksum does not match: changed since `fedseg registry` "
+                "wrote it); copy it again from the coordinator"
+            )
         if payload.get("format") != FORMAT:
             raise RegistryError(f"{path}: not a fedseg site registry (made by `fedseg registry`)")
         sites = {
             str(name): RegisteredSite(str(name), str(entry["public-key"]), int(entry.get("max-examples", 0)))
             for name, entry in payload["sites"].items()
         }
-    except RegistryError:
-        raise
+    except RegistryError as error:
+        if str(path) in str(error):
+            raise
+        raise RegistryError(f"{path}: {error}; copy it again from the coordinator") from None
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise RegistryError(
             f"{path}: damaged site registry ({type(error).__name__}); copy it again from the coordinator"
         ) from None
     registry = SiteRegistry(sites, str(path))
     for site in sites.values():
-        site.key()
+        try:
+            site.key()
+        except RegistryError as error:
+            raise RegistryError(f"{path}: {error}; copy it again from the coordinator") from None
     return registry
 
 

@@ -30,11 +30,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fedseg.configuration import ConfigError
+from fedseg.crypto.registry import RegistryError, build_registry, load_registry, write_registry
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.errors import DataError
 from fedseg.data.reading import read_image, read_mask
 from fedseg.data.splits import SplitConfig, load_manifest
+from fedseg.deploy.credentials import make_node_key
 from fedseg.export.contract import ExportContract, ExportError
 from fedseg.export.engines import export_onnx, export_torchscript, load_exported
 from fedseg.federation.config import FederationConfig, read_run_config
@@ -57,7 +59,7 @@ from fedseg.volumes.nnunet import scan_nnunet
 from tests.conftest import REPO
 from tests.robustness.conftest import CENTRE
 
-FEDSEG_ERRORS = (DataError, ConfigError, CheckpointError, DamagedFileError, ExportError)
+FEDSEG_ERRORS = (DataError, ConfigError, CheckpointError, DamagedFileError, ExportError, RegistryError)
 TINY = ModelConfig(name="unet", options={"widths": [4, 8]})
 EXAMPLES = 25
 
@@ -296,6 +298,17 @@ def any_scan(got: dict, _valid: dict) -> bool:
     return isinstance(got, dict) and all(isinstance(records, tuple) for records in got.values())
 
 
+def _registry(folder: Path, _run: Path) -> Path:
+    """A site registry of two sites, as `fedseg registry` writes it."""
+    keys = [make_node_key(folder, name)[1] for name in ("STARE", "CHASE_DB1")]
+    return write_registry(folder / "federation.json", build_registry(keys, {"STARE": 40}))
+
+
+def _read_registry(path: Path) -> dict[str, Any]:
+    registry = load_registry(path)
+    return {name: (site.public_key, site.max_examples) for name, site in registry.sites.items()}
+
+
 KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
@@ -312,6 +325,7 @@ KINDS = [
     FileKind("server.pt", _server_state, _read_server_state, same_value),
     FileKind("state.bin", _site_state, _read_site_state, same_value),
     FileKind("last-reply.pt", _stored_reply, load_reply, same_value),
+    FileKind("federation.json", _registry, _read_registry, same_value),
     FileKind("model.onnx", _exported(".onnx"), _read_exported, same_value),
     FileKind("model.ts.pt", _exported(".pt"), _read_exported, same_value),
     FileKind(
