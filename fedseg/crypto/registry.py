@@ -14,6 +14,7 @@ their own private key and the others' public keys (``fedseg.crypto.signing.pair_
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -151,8 +152,37 @@ def load_node_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
         raise RegistryError(f"{path}: node key not found; make it with `fedseg node-key --out DIR --site NAME`")
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError, IndexError) as error:
-        raise RegistryError(f"{path}: not a readable node key ({error}); make it with `fedseg node-key`") from None
+    except Exception as error:  # cryptography raises many types for damaged keys
+        raise RegistryError(
+            f"{path}: not a readable node key ({type(error).__name__}: {error}); restore it from a backup, or make "
+            "a new one with `fedseg node-key` (and register its .pub again)"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise RegistryError(f"{path}: not an EC key; make it with `fedseg node-key`")
+    if _public_blob(key) != _embedded_public_blob(path):
+        raise RegistryError(
+            f"{path}: damaged node key: its private key does not match the public key stored with it; restore it "
+            "from a backup, or make a new one with `fedseg node-key` (and register its .pub again)"
+        )
     return key
+
+
+def _public_blob(key: ec.EllipticCurvePrivateKey) -> bytes:
+    text = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return base64.b64decode(text.split()[1])
+
+
+def _embedded_public_blob(path: Path) -> bytes | None:
+    """The public key an OpenSSH private key file stores beside the private one (the cryptography library
+    derives the public key from the private one and never compares them, so a changed private key loads)."""
+    try:
+        lines = path.read_text(encoding="ascii").strip().splitlines()
+        data = base64.b64decode("".join(lines[1:-1]))
+        position = data.index(b"\0") + 1  # after the "openssh-key-v1" magic
+        for _ in range(3):  # cipher name, KDF name, KDF options
+            position += 4 + int.from_bytes(data[position : position + 4], "big")
+        position += 4  # number of keys
+        length = int.from_bytes(data[position : position + 4], "big")
+        return data[position + 4 : position + 4 + length]
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fedseg.configuration import ConfigError
-from fedseg.crypto.registry import RegistryError, build_registry, load_registry, write_registry
+from fedseg.crypto.registry import RegistryError, build_registry, load_node_key, load_registry, write_registry
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.errors import DataError
@@ -309,6 +309,14 @@ def _read_registry(path: Path) -> dict[str, Any]:
     return {name: (site.public_key, site.max_examples) for name, site in registry.sites.items()}
 
 
+def _node_key(folder: Path, _run: Path) -> Path:
+    return make_node_key(folder, "STARE")[0]
+
+
+def _read_node_key(path: Path) -> int:
+    return load_node_key(path).private_numbers().private_value
+
+
 KINDS = [
     FileKind("image.png", lambda f, _: _picture(f, ".png"), read_image, same_array),
     FileKind("image.jpg", lambda f, _: _picture(f, ".jpg"), read_image, valid_image),
@@ -326,6 +334,7 @@ KINDS = [
     FileKind("state.bin", _site_state, _read_site_state, same_value),
     FileKind("last-reply.pt", _stored_reply, load_reply, same_value),
     FileKind("federation.json", _registry, _read_registry, same_value),
+    FileKind("node.key", _node_key, _read_node_key, same_value),
     FileKind("model.onnx", _exported(".onnx"), _read_exported, same_value),
     FileKind("model.ts.pt", _exported(".pt"), _read_exported, same_value),
     FileKind(
