@@ -83,13 +83,11 @@ def _squeeze_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def _check_gzip(path: Path) -> None:
-    """Inflate the whole file once: only at its end does gzip check its CRC-32 and length, which nibabel
-    never reaches (it stops after the voxels it needs), so damaged voxels would otherwise read silently."""
+def _inflated(path: Path, data: bytes) -> bytes:
+    """The whole stream inflated at once, which checks gzip's CRC-32 and length at its end: nibabel
+    stops reading after the voxels it needs and never checks them, so damaged voxels would read silently."""
     try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 22):
-                pass
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(
             f"{path}: damaged compressed data ({type(error).__name__}: {error}); the file was cut or changed. "
@@ -99,9 +97,13 @@ def _check_gzip(path: Path) -> None:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with path.open("rb") as handle:
-        if handle.read(2) == b"\x1f\x8b":
-            _check_gzip(path)
-    image = typing.cast(nib.Nifti1Image, nib.load(path))
+        compressed = handle.read(2) == b"\x1f\x8b"
+    if compressed:  # inflated once, here, and read from memory
+        raw = _inflated(path, path.read_bytes())
+        kind = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
+        image = kind.from_bytes(raw)
+    else:
+        image = typing.cast(nib.Nifti1Image, nib.load(path))
     return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
 
 
