@@ -8,9 +8,13 @@ everything else runs here on the crop.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
-import albumentations as A
+# albumentations asks PyPI for a newer version when imported; a hospital's site must not call out.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 
 AUGMENT_PRESETS = ("strong", "basic", "volume", "none")
 
