@@ -7,6 +7,7 @@ themselves in ``__post_init__``, and errors name the bad key and value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +31,32 @@ def to_json(config: Any) -> Any:
         return [to_json(v) for v in config]
     if isinstance(config, Mapping):
         return {str(k): to_json(v) for k, v in config.items()}
+    return config
+
+
+def non_finite_settings(config: Any, prefix: str = "") -> list[str]:
+    """The dotted names of float settings of a (nested) dataclass that are NaN or infinite."""
+    found = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(f"{prefix}{f.name}")
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found += non_finite_settings(value, f"{prefix}{f.name}.")
+    return found
+
+
+def check_finite(config: Any) -> None:
+    """Raise ``ConfigError`` naming every NaN or infinite float setting (range checks let NaN through)."""
+    bad = non_finite_settings(config)
+    if bad:
+        values = ", ".join(f"{name} = {_value_at(config, name)}" for name in bad)
+        raise ConfigError(f"settings must be finite numbers, got {values}")
+
+
+def _value_at(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
     return config
 
 

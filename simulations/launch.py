@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
+from fedseg.configuration import ConfigError
+from fedseg.federation.config import FederationConfig, override_value, read_run_config
+from fedseg.signals import exit_code_of, stop_on_signals, stop_process_group
 from server.superlink import wait_until_listening
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +52,13 @@ def experiment_config(name: str, overrides: list[str]) -> dict[str, Any]:
     if not path.exists():
         known = sorted(p.stem for p in (REPO / "simulations").glob("*.toml"))
         raise SystemExit(f"no experiment '{name}' ({path} not found); experiments: {', '.join(known)}")
-    config = tomllib.loads(path.read_text())
-    for item in overrides:
-        key, _, value = item.partition("=")
-        config[key.strip()] = tomllib.loads(f"v = {value}")["v"] if value else ""
+    try:
+        config = read_run_config(path)
+        for item in overrides:
+            config[item.partition("=")[0].strip()] = override_value(item)
+        FederationConfig.from_run_config(config)  # fail here, before a SuperLink starts, on any bad value
+    except ConfigError as error:
+        raise SystemExit(f"{path}: {error}") from None
     for key in PATH_KEYS:
         if config.get(key) and not Path(config[key]).is_absolute():
             config[key] = str((REPO / config[key]).resolve())
@@ -108,17 +112,15 @@ def start_superlink(port: int) -> subprocess.Popen:
     except RuntimeError as error:
         stop(process)
         raise SystemExit(str(error)) from None
+    except BaseException:  # a signal while it starts: it must not outlive us
+        stop(process)
+        raise
     return process
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Stop the SuperLink and everything it started (SuperExec, simulation, Ray)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    """Stop the SuperLink and everything it started (SuperExec, simulation, Ray): its whole process group."""
+    stop_process_group(process, grace=20.0)
 
 
 def make_demo_data(config: dict[str, Any]) -> None:
@@ -207,7 +209,7 @@ def serve(port: int) -> int:
     )
     try:
         superlink.wait()
-    except KeyboardInterrupt:
+    finally:
         stop(superlink)
     return 0
 
@@ -224,11 +226,20 @@ def main() -> int:
     )
     parser.add_argument("--fresh", action="store_true", help="delete the experiment's out folder first")
     args = parser.parse_args()
-    if args.experiment == "superlink":
-        return serve(DEFAULT_PORT)
-    if args.fresh:
-        shutil.rmtree(experiment_config(args.experiment, args.set)["out"], ignore_errors=True)
-    return run_experiment(args.experiment, args.set)
+    try:
+        with stop_on_signals():
+            if args.experiment == "superlink":
+                return serve(DEFAULT_PORT)
+            if args.fresh:
+                shutil.rmtree(experiment_config(args.experiment, args.set)["out"], ignore_errors=True)
+            return run_experiment(args.experiment, args.set)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the SuperLink and Ray were stopped on the way out
+        print(
+            f"simulations.launch: {str(interrupt) or 'interrupted'}; SuperLink and simulation stopped. The run folder "
+            "keeps every finished round: the same command resumes it (run config 'resume = true').",
+            file=sys.stderr,
+        )
+        return exit_code_of(interrupt)
 
 
 if __name__ == "__main__":

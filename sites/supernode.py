@@ -14,7 +14,8 @@ Settings come from the environment (or the matching ``--options``)::
     FEDSEG_PORT        the SuperNode's local runtime port                    default 9094
     FEDSEG_MAX_EVALUATIONS  distinct models the site scores at most          default 100
 
-It checks the files exist, then replaces itself with ``flower-supernode``.
+It checks the files exist, then runs ``flower-supernode``. SIGTERM (``docker stop``) or Ctrl-C stops the
+SuperNode and its ClientApp processes cleanly (SIGKILL after 8 s) and exits 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
+
+from fedseg.signals import exit_code_of, stop_on_signals
+
+STOP_GRACE_SECONDS = 8.0  # docker stop waits 10 s before its SIGKILL
 
 SETTINGS = {
     "site": ("FEDSEG_SITE", None),
@@ -88,11 +95,51 @@ def supernode_command(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    command = supernode_command(parse(argv))
-    Path(parse(argv).state).mkdir(parents=True, exist_ok=True)
-    os.execv(command[0], command)
+def stop_supernode(process: subprocess.Popen) -> None:
+    """SIGTERM to the SuperNode and the SuperExec and ClientApp processes it started (they share our process
+    group when we lead it: a container's first process, or a command of its own in a shell), then SIGKILL to
+    the SuperNode if it is still there after ``STOP_GRACE_SECONDS``."""
+    group = os.getpgid(0)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's SIGTERM is not for us
+    try:
+        if group == os.getpid():
+            os.killpg(group, signal.SIGTERM)
+        else:
+            process.terminate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_supernode(command: list[str], site: str, state: str) -> int:
+    """Run ``command`` (flower-supernode); on SIGTERM or SIGINT stop it and its ClientApp processes and exit
+    with a message. A site's state is written atomically after every round it answers, so a stop loses at
+    most the round in progress, which the server asks for again when the site rejoins."""
+    process = subprocess.Popen(command)
+    with stop_on_signals():
+        try:
+            return process.wait()
+        except KeyboardInterrupt as interrupt:  # SIGTERM from the container runtime, or Ctrl-C
+            stop_supernode(process)
+            print(
+                f"fedseg supernode: site {site} {str(interrupt) or 'interrupted'}; SuperNode and ClientApp stopped. "
+                f"Its state in {state} holds every round it finished: start it again to rejoin the federation.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return exit_code_of(interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    command = supernode_command(args)
+    Path(args.state).mkdir(parents=True, exist_ok=True)
+    return run_supernode(command, args.site, args.state)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

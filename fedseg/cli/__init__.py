@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from fedseg import __version__
 from fedseg.cli import check, demo, deploy, evaluate, export, keys, models, predict, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
+from fedseg.signals import exit_code_of, stop_on_signals
 
 COMMANDS = {
     "check": check,
@@ -44,10 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return int(COMMANDS[args.command].run(args))
+        with stop_on_signals():
+            return int(COMMANDS[args.command].run(args))
     except USER_ERRORS as error:
         print(f"fedseg {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fedseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through stop_on_signals
+        print(f"fedseg {args.command}: {str(interrupt) or 'interrupted'}", file=sys.stderr)
+        return exit_code_of(interrupt)

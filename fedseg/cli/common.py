@@ -12,9 +12,21 @@ from tqdm.auto import tqdm
 from fedseg.configuration import ConfigError
 from fedseg.crypto.keys import HEKeyError
 from fedseg.data.errors import DataError
+from fedseg.integrity import DamagedFileError
 from fedseg.models.checkpoint import CheckpointError
+from fedseg.outputs import OutputConflict
 
-USER_ERRORS = (DataError, ConfigError, CheckpointError, HEKeyError, ValueError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (
+    DataError,
+    ConfigError,
+    CheckpointError,
+    HEKeyError,
+    DamagedFileError,
+    OutputConflict,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+)
 
 
 class TqdmHandler(logging.Handler):

@@ -14,6 +14,7 @@ their own private key and the others' public keys (``fedseg.crypto.signing.pair_
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fedseg.files import atomic_write_text
 
 FORMAT = "fedseg-site-registry"
+DIGEST_KEY = "sha256"  # of the rest of the file: a changed bound or key is found, not used
 
 
 class RegistryError(ValueError):
@@ -99,8 +101,13 @@ def build_registry(public_keys: list[Path], max_examples: Mapping[str, int] | No
     return SiteRegistry(sites, "<new>")
 
 
+def _digest(payload: Mapping) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def write_registry(path: str | Path, registry: SiteRegistry) -> Path:
-    return atomic_write_text(path, json.dumps(registry.to_json(), indent=2) + "\n")
+    payload = registry.to_json()
+    return atomic_write_text(path, json.dumps({**payload, DIGEST_KEY: _digest(payload)}, indent=2) + "\n")
 
 
 def load_registry(path: str | Path) -> SiteRegistry:
@@ -109,21 +116,32 @@ def load_registry(path: str | Path) -> SiteRegistry:
         raise RegistryError(f"{path}: site registry not found; the coordinator makes it with `fedseg registry`")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
+        expected = payload.pop(DIGEST_KEY, None)
+        if expected is not None and expected != _digest(payload):
+            raise RegistryError(
+                f"{path}: damaged site registry (its checksum does not match: changed since `fedseg registry` "
+                "wrote it); copy it again from the coordinator"
+            )
         if payload.get("format") != FORMAT:
             raise RegistryError(f"{path}: not a fedseg site registry (made by `fedseg registry`)")
         sites = {
             str(name): RegisteredSite(str(name), str(entry["public-key"]), int(entry.get("max-examples", 0)))
             for name, entry in payload["sites"].items()
         }
-    except RegistryError:
-        raise
+    except RegistryError as error:
+        if str(path) in str(error):
+            raise
+        raise RegistryError(f"{path}: {error}; copy it again from the coordinator") from None
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise RegistryError(
             f"{path}: damaged site registry ({type(error).__name__}); copy it again from the coordinator"
         ) from None
     registry = SiteRegistry(sites, str(path))
     for site in sites.values():
-        site.key()
+        try:
+            site.key()
+        except RegistryError as error:
+            raise RegistryError(f"{path}: {error}; copy it again from the coordinator") from None
     return registry
 
 
@@ -134,8 +152,37 @@ def load_node_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
         raise RegistryError(f"{path}: node key not found; make it with `fedseg node-key --out DIR --site NAME`")
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError, IndexError) as error:
-        raise RegistryError(f"{path}: not a readable node key ({error}); make it with `fedseg node-key`") from None
+    except Exception as error:  # cryptography raises many types for damaged keys
+        raise RegistryError(
+            f"{path}: not a readable node key ({type(error).__name__}: {error}); restore it from a backup, or make "
+            "a new one with `fedseg node-key` (and register its .pub again)"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise RegistryError(f"{path}: not an EC key; make it with `fedseg node-key`")
+    if _public_blob(key) != _embedded_public_blob(path):
+        raise RegistryError(
+            f"{path}: damaged node key: its private key does not match the public key stored with it; restore it "
+            "from a backup, or make a new one with `fedseg node-key` (and register its .pub again)"
+        )
     return key
+
+
+def _public_blob(key: ec.EllipticCurvePrivateKey) -> bytes:
+    text = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return base64.b64decode(text.split()[1])
+
+
+def _embedded_public_blob(path: Path) -> bytes | None:
+    """The public key an OpenSSH private key file stores beside the private one (the cryptography library
+    derives the public key from the private one and never compares them, so a changed private key loads)."""
+    try:
+        lines = path.read_text(encoding="ascii").strip().splitlines()
+        data = base64.b64decode("".join(lines[1:-1]))
+        position = data.index(b"\0") + 1  # after the "openssh-key-v1" magic
+        for _ in range(3):  # cipher name, KDF name, KDF options
+            position += 4 + int.from_bytes(data[position : position + 4], "big")
+        position += 4  # number of keys
+        length = int.from_bytes(data[position : position + 4], "big")
+        return data[position + 4 : position + 4 + length]
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -115,6 +115,12 @@ def scan_centre(root: str | Path, centre: str) -> tuple[ImageRecord, ...]:
     )
 
 
+def data_folders(root: str | Path, centres: Sequence[str]) -> list[Path]:
+    """The folders a dataset's centres are read from: the root, each centre and its sub-folders."""
+    root = Path(root)
+    return [root] + [root / c / sub for c in centres for sub in ("", IMAGES_DIR, MASKS_DIR, FOV_DIR)]
+
+
 def scan_dataset(root: str | Path, centres: Sequence[str] | None = None) -> dict[str, tuple[ImageRecord, ...]]:
     """Records of the named centres (all centres under ``root`` when ``centres`` is None)."""
     names = list(centres) if centres else list_centres(root)

@@ -18,6 +18,7 @@ from fedseg.data.errors import DataError
 from fedseg.data.grouping import grouping_for
 from fedseg.data.layout import ImageRecord
 from fedseg.files import atomic_write_json
+from fedseg.integrity import DamagedFileError, sealed, unsealed
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -77,14 +78,21 @@ class Manifest:
         return chosen
 
     def to_json(self) -> dict:
-        return {
-            "version": MANIFEST_VERSION,
-            "config": {**asdict(self.config), "group_patterns": dict(self.config.group_patterns)},
-            "centres": {name: asdict(split) for name, split in self.centres.items()},
-        }
+        """The manifest as JSON, with a checksum of its content (checked by ``load_manifest``)."""
+        return sealed(
+            {
+                "version": MANIFEST_VERSION,
+                "config": {**asdict(self.config), "group_patterns": dict(self.config.group_patterns)},
+                "centres": {name: _lists(split) for name, split in self.centres.items()},
+            }
+        )
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_json())
+
+
+def _lists(split: CentreSplit) -> dict[str, list[str]]:
+    return {key: list(stems) for key, stems in asdict(split).items()}
 
 
 def _take(groups: list[list[str]], fraction: float, total: int) -> tuple[list[str], list[list[str]]]:
@@ -141,17 +149,63 @@ def make_manifest(records_by_centre: Mapping[str, Sequence[ImageRecord]], config
     return Manifest(config=config, centres={c: split_centre(r, config) for c, r in records_by_centre.items()})
 
 
+MANIFEST_FIX = "Re-create it: train into a new --out folder (or restore the file from a backup)."
+
+
+def _manifest_from(payload: dict, path: Path) -> Manifest:
+    content = unsealed(payload, path, what="manifest", keys={"version", "config", "centres"}, fix=MANIFEST_FIX)
+    if content["version"] != MANIFEST_VERSION:
+        raise DataError(f"{path}: manifest version {content['version']} is not {MANIFEST_VERSION}. {MANIFEST_FIX}")
+    try:
+        config = SplitConfig(**content["config"])
+        centres = {
+            str(name): CentreSplit(**{key: tuple(str(stem) for stem in value) for key, value in split.items()})
+            for name, split in content["centres"].items()
+        }
+    except (TypeError, ValueError, AttributeError) as error:
+        raise DamagedFileError(f"{path}: damaged or not a fedseg manifest ({error}). {MANIFEST_FIX}") from None
+    return Manifest(config=config, centres=centres)
+
+
 def load_manifest(path: str | Path) -> Manifest:
+    """Read a manifest written by ``Manifest.save``; a damaged one raises ``DataError`` naming the file."""
     path = Path(path)
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: cannot read manifest ({error}).") from None
-    if payload.get("version") != MANIFEST_VERSION:
-        raise DataError(f"{path}: manifest version {payload.get('version')} is not {MANIFEST_VERSION}; re-create it.")
-    config = SplitConfig(**payload["config"])
-    centres = {
-        name: CentreSplit(**{key: tuple(value) for key, value in split.items()})
-        for name, split in payload["centres"].items()
-    }
-    return Manifest(config=config, centres=centres)
+        payload = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found.") from None
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        raise DamagedFileError(f"{path}: cannot read manifest ({error}). {MANIFEST_FIX}") from None
+    return _manifest_from(payload, path)
+
+
+def manifest_differences(saved: Manifest, current: Manifest) -> list[str]:
+    """What differs between a saved manifest and the one the current data and settings give."""
+    differences = [
+        f"split setting {key}: {value!r} in the manifest, {getattr(current.config, key)!r} now"
+        for key, value in asdict(saved.config).items()
+        if value != getattr(current.config, key)
+    ]
+    for centre in sorted(set(saved.centres) | set(current.centres)):
+        if centre not in current.centres or centre not in saved.centres:
+            differences.append(f"centre {centre}: {'not in the manifest' if centre in current.centres else 'gone'}")
+            continue
+        before, now = set(saved.centres[centre].stems("all")), set(current.centres[centre].stems("all"))
+        added, removed = sorted(now - before), sorted(before - now)
+        if added:
+            differences.append(f"centre {centre}: {len(added)} image(s) added ({', '.join(added[:5])})")
+        if removed:
+            differences.append(f"centre {centre}: {len(removed)} image(s) removed ({', '.join(removed[:5])})")
+        if not added and not removed and saved.centres[centre] != current.centres[centre]:
+            differences.append(f"centre {centre}: masks were added or removed")
+    return differences
+
+
+def check_manifest(saved: Manifest, current: Manifest, path: Path) -> None:
+    """Refuse a saved manifest that the current data and split settings would not give."""
+    differences = manifest_differences(saved, current)
+    if differences:
+        raise DataError(
+            f"{path} was made from other data or split settings: {'; '.join(differences)}. The run would "
+            "silently use its old split. Train into a new --out folder, or restore the data and settings."
+        )

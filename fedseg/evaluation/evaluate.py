@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from fedseg import __version__
-from fedseg.data.layout import ImageRecord, scan_dataset
+from fedseg.data.errors import DataError
+from fedseg.data.layout import IMAGES_DIR, MASKS_DIR, ImageRecord, data_folders, scan_dataset
 from fedseg.data.loading import load_record
 from fedseg.data.splits import load_manifest
 from fedseg.devices import resolve_device
@@ -28,6 +29,7 @@ from fedseg.files import atomic_write_json, atomic_write_text
 from fedseg.inference.crf import refine
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.models.checkpoint import Checkpoint, load_checkpoint
+from fedseg.outputs import check_output_folder, inputs_protected
 from fedseg.volumes.inference import VolumePredictor, predictor_from_checkpoint
 from fedseg.volumes.montage import save_montage
 from fedseg.volumes.scoring import native_volume
@@ -173,14 +175,45 @@ def _examples(
     return examples
 
 
-def evaluate(config: EvaluateConfig, *, progress: bool = True) -> EvaluationReport:
-    checkpoint = load_checkpoint(config.checkpoint)
-    predictor = predictor_from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
-    threshold, source = _threshold(config, checkpoint, predictor)
+def _records_to_score(config: EvaluateConfig) -> dict[str, list[ImageRecord]]:
+    """The records of each named centre (one split with ``--manifest``); every centre needs masks."""
     records = {c: list(r) for c, r in scan_dataset(config.data, config.centres).items()}
     if config.manifest is not None:
         manifest = load_manifest(config.manifest)
         records = {c: manifest.select(r, config.split) for c, r in records.items()}
+    for centre, chosen in records.items():
+        if any(r.labelled for r in chosen):
+            continue
+        if config.manifest is not None:
+            raise DataError(
+                f"centre '{centre}': the '{config.split}' split of {config.manifest} holds no image with a mask "
+                f"({len(chosen)} image(s)). "
+                "Choose another --split, or evaluate every image (drop --manifest)."
+            )
+        images = config.data / centre / IMAGES_DIR
+        raise DataError(
+            f"{config.data / centre}: no masks ({len(chosen)} image(s), none with a mask in {MASKS_DIR}/), so there "
+            f"is nothing to score. To segment these images without scoring, use: fedseg predict --checkpoint "
+            f"{config.checkpoint} --images {images} --out DIR"
+        )
+    return records
+
+
+def evaluate(config: EvaluateConfig, *, progress: bool = True) -> EvaluationReport:
+    """Score ``config.checkpoint`` on the named centres; refused before any output when a centre has no masks
+    or ``config.out`` is one of the data's folders. Nothing is ever written into the data's folders."""
+    records = _records_to_score(config)
+    folders = data_folders(config.data, config.centres)
+    check_output_folder(config.out, folders)
+    inputs = [config.checkpoint, config.manifest, config.val_manifest]
+    with inputs_protected(files=inputs, folders=folders):
+        return _evaluate(config, records, progress)
+
+
+def _evaluate(config: EvaluateConfig, records: dict[str, list[ImageRecord]], progress: bool) -> EvaluationReport:
+    checkpoint = load_checkpoint(config.checkpoint)
+    predictor = predictor_from_checkpoint(checkpoint, config.inference, resolve_device(config.device))
+    threshold, source = _threshold(config, checkpoint, predictor)
     results = [
         score_records(predictor, r, threshold=threshold, crf=config.inference.crf, progress=progress)
         for r in records.values()

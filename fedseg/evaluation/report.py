@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fedseg.files import atomic_write_text
+from fedseg.files import atomic_write_bytes, atomic_write_text
 from fedseg.plotting import plt, save_figure
 
 TRUE_POSITIVE = (40, 200, 60)
@@ -42,9 +43,9 @@ def overlay_strip(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) 
 def save_overlay(path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, title: str) -> Path:
     picture = Image.fromarray(overlay_strip(image, truth, prediction))
     ImageDraw.Draw(picture).text((8, 8), title, fill=(255, 255, 255))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def dice_bar_chart(path: Path, centres: Mapping[str, Mapping[str, Any]]) -> Path:

@@ -7,6 +7,7 @@ the sliding-window tile and overlap, and the threshold on ``sigmoid(logits)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from fedseg import __version__
 from fedseg.models.checkpoint import Preprocessing
 
 METADATA_KEY = "fedseg"
+DIGEST_KEY = "sha256"  # of the contract's own JSON: a changed digit (threshold, tile) is found
 FORMAT = "fedseg-export"
 FORMAT_VERSION = 1
 
@@ -36,6 +38,7 @@ class ExportContract:
     compression: str = "none"
     checks: dict[str, Any] = field(default_factory=dict)
     fedseg_version: str = __version__
+    weights_sha256: str = ""  # of the network in the file (set when the file is written; "" in older files)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,15 +53,20 @@ class ExportContract:
             "threshold": self.threshold,
             "compression": self.compression,
             "checks": self.checks,
+            "weights_sha256": self.weights_sha256,
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
+        payload = self.to_json()
+        return json.dumps({**payload, DIGEST_KEY: _json_digest(payload)}, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str, *, source: str) -> ExportContract:
         try:
             payload = json.loads(text)
+            expected = payload.pop(DIGEST_KEY, None)
+            if expected is not None and expected != _json_digest(payload):
+                raise ValueError("its checksum does not match: the file was changed or damaged")
             if payload.get("format") != FORMAT or payload.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format {payload.get('format')} {payload.get('format_version')}")
             return cls(
@@ -70,8 +78,22 @@ class ExportContract:
                 compression=str(payload.get("compression", "none")),
                 checks=dict(payload.get("checks", {})),
                 fedseg_version=str(payload.get("fedseg_version", "unknown")),
+                weights_sha256=str(payload.get("weights_sha256", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ExportError(
-                f"{source}: no readable fedseg contract in its metadata ({error}); export it with `fedseg export`."
+                f"{source}: no readable fedseg contract in its metadata ({error}); export it again with "
+                "`fedseg export`, or copy it again from where it was exported."
             ) from None
+
+    def check_weights(self, found: str, source: str) -> None:
+        """Refuse a file whose network no longer has the digest written with it (files from before: any)."""
+        if self.weights_sha256 and found != self.weights_sha256:
+            raise ExportError(
+                f"{source}: damaged: its network no longer matches the checksum written with it. Copy it again "
+                "from where it was exported, or export it again with `fedseg export`."
+            )
+
+
+def _json_digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

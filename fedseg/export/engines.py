@@ -7,8 +7,11 @@ to its size multiple inside the graph), so the engine sees exactly the tiles PyT
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from fedseg.export.contract import METADATA_KEY, ExportContract, ExportError
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.inference.sliding_window import TilingConfig
+from fedseg.integrity import digest
 
 ENGINES = ("torch", "onnxruntime", "torchscript")
 OPSET = 17
@@ -46,7 +50,7 @@ def write_onnx_contract(path: Path, contract: ExportContract) -> None:
     graph = onnx.load(str(path))
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, contract.dumps()
+    entry.key, entry.value = METADATA_KEY, replace(contract, weights_sha256=_onnx_digest(graph)).dumps()
     graph.doc_string = "fedseg segmentation model: sigmoid(logits) is the foreground probability"
     onnx.save(graph, str(path))
 
@@ -55,8 +59,18 @@ def export_torchscript(model: nn.Module, contract: ExportContract, path: Path, *
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), (sample,), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": contract.dumps()})
+    sealed = replace(contract, weights_sha256=_torchscript_digest(traced))
+    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": sealed.dumps()})
     return path
+
+
+def _onnx_digest(model: Any) -> str:
+    """Of the ONNX graph (nodes and weights): what decides the outputs."""
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:32]
+
+
+def _torchscript_digest(module: Any) -> str:
+    return digest(dict(module.state_dict()))
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -87,16 +101,22 @@ def read_contract(path: Path) -> ExportContract:
         import onnx
 
         try:
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            model = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in model.metadata_props}
         except Exception as error:  # onnx raises DecodeError and others for foreign files
             raise ExportError(f"{path}: not a readable ONNX file ({type(error).__name__}).") from None
-        return ExportContract.loads(props.get(METADATA_KEY, ""), source=str(path))
+        contract = ExportContract.loads(props.get(METADATA_KEY, ""), source=str(path))
+        contract.check_weights(_onnx_digest(model), str(path))
+        return contract
     extra = {f"{METADATA_KEY}.json": ""}
     try:
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        found = _torchscript_digest(module)
     except Exception as error:  # torch raises RuntimeError and others for foreign files
         raise ExportError(f"{path}: not a readable TorchScript file ({type(error).__name__}).") from None
-    return ExportContract.loads(extra[f"{METADATA_KEY}.json"], source=str(path))
+    contract = ExportContract.loads(extra[f"{METADATA_KEY}.json"], source=str(path))
+    contract.check_weights(found, str(path))
+    return contract
 
 
 def load_exported(path: Path, engine: str) -> tuple[nn.Module, ExportContract]:

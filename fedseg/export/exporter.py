@@ -34,6 +34,7 @@ from fedseg.export.engines import OnnxRuntimeModel, export_onnx, export_torchscr
 from fedseg.inference.predictor import InferenceConfig, Predictor
 from fedseg.inference.sliding_window import TilingConfig, prepare, tile_size_for
 from fedseg.models.checkpoint import Checkpoint, load_checkpoint
+from fedseg.outputs import check_planned_outputs
 
 logger = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -243,5 +244,8 @@ class _Exporter:
 
 
 def export(config: ExportConfig) -> ExportReport:
-    """Export ``config.checkpoint``; raises ``ExportError`` (and writes nothing) when a check fails."""
+    """Export ``config.checkpoint``; raises ``ExportError`` (and writes nothing) when a check fails, and
+    ``OutputConflict`` when ``out`` is one of its inputs (the checkpoint, the manifest)."""
+    inputs = [p for p in (config.checkpoint, config.manifest) if p is not None]
+    check_planned_outputs([(Path(config.out), Path(config.checkpoint))], inputs=inputs)
     return _Exporter(config).run()

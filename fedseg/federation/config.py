@@ -8,14 +8,18 @@ experiment (``simulations/<name>.toml``) overrides some of them. Zero means "off
 from __future__ import annotations
 
 import json
+import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from fedseg.configuration import ConfigError
-from fedseg.data.augment import AugmentConfig
+from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.splits import SplitConfig
@@ -37,6 +41,70 @@ STRATEGIES = ("fedavg", "fedprox")
 # Noise multiplier of a training site's validation score released under DP (sensitivity 1: one unit's Dice);
 # 0: the score stays at the site (small validation sets gain little from a noised score; see docs/privacy.md).
 DEFAULT_VALIDATION_NOISE = 0.0
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: ``low``/``high`` bounds, each open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE = Range(1)
+NOT_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1)
+RANGES = {
+    "num_server_rounds": AT_LEAST_ONE,
+    "min_train_sites": AT_LEAST_ONE,
+    "round_timeout": POSITIVE,
+    "evaluate_every": AT_LEAST_ONE,
+    "seed": NOT_NEGATIVE,
+    "resize": NOT_NEGATIVE,
+    "volume_spacing": NOT_NEGATIVE,
+    "patch_slices": AT_LEAST_ONE,
+    "crop_size": Range(16),
+    "foreground_probability": FRACTION,
+    "val_fraction": Range(0, 1, high_open=True),
+    "test_fraction": Range(0, 1, high_open=True),
+    "label_fraction": FRACTION,
+    "local_steps": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "weight_decay": NOT_NEGATIVE,
+    "proximal_mu": NOT_NEGATIVE,
+    "ema_decay": Range(0, 1, low_open=True, high_open=True),
+    "consistency_weight": NOT_NEGATIVE,
+    "consistency_rampup": NOT_NEGATIVE,
+    "dp_epsilon": NOT_NEGATIVE,
+    "dp_delta": Range(0, 1, high_open=True),
+    "dp_validation_noise": NOT_NEGATIVE,
+    "max_grad_norm": POSITIVE,
+    "tile_size": NOT_NEGATIVE,
+    "overlap": Range(0, 1, high_open=True),
+    "threshold": Range(0, 1, low_open=True, high_open=True),
+}
+CHOICES = {
+    "strategy": STRATEGIES,
+    "lr_schedule": SCHEDULES,
+    "augment": AUGMENT_PRESETS,
+    "channels": (1, 3),
+    "privacy_unit": UNITS,
+}
 
 
 @dataclass(frozen=True)
@@ -92,34 +160,54 @@ class FederationConfig:
     node_keys: str = ""
 
     def __post_init__(self) -> None:
-        positive = ("num_server_rounds", "min_train_sites", "evaluate_every", "local_steps", "batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"run config '{_key(name)}' must be >= 1, got {getattr(self, name)}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"run config 'strategy' must be one of {STRATEGIES}, got '{self.strategy}'")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"run config 'lr-schedule' must be one of {SCHEDULES}, got '{self.lr_schedule}'")
-        if self.round_timeout <= 0:
-            raise ConfigError(f"run config 'round-timeout' must be > 0, got {self.round_timeout}")
-        if self.dp_epsilon < 0 or self.dp_delta < 0:
-            raise ConfigError("run config 'dp-epsilon' and 'dp-delta' must be >= 0 (0: off / default)")
-        if self.privacy_unit not in UNITS:
-            raise ConfigError(f"run config 'privacy-unit' must be one of {UNITS}, got '{self.privacy_unit}'")
-        if self.dp_validation_noise < 0:
+        """Validate every setting now, so that a bad run config fails on the server before round 1
+        (and not later at every site). Errors name the key, the value and what is allowed."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"run config '{_key(f.name)}' must be a finite number, got {value}")
+            if f.name in RANGES and not RANGES[f.name].contains(value):
+                raise ConfigError(f"run config '{_key(f.name)}' must be {RANGES[f.name]}, got {value!r}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                choices = ", ".join(map(str, allowed))
+                raise ConfigError(f"run config '{_key(name)}' must be one of {choices}, got {value!r}")
+        if self.resize and self.resize < 16:
+            raise ConfigError(f"run config 'resize' must be 0 (off) or >= 16 pixels, got {self.resize}")
+        if self.tile_size and self.tile_size < 16:
+            raise ConfigError(f"run config 'tile-size' must be 0 (4 x crop-size) or >= 16, got {self.tile_size}")
+        if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
-                f"run config 'dp-validation-noise' must be >= 0 (0: validation scores stay at the sites), "
-                f"got {self.dp_validation_noise}"
+                f"run config 'val-fraction' + 'test-fraction' must be < 1 (images must be left to train on), "
+                f"got {self.val_fraction} + {self.test_fraction}"
             )
-        TrackingConfig.parse(self.tracking)
-        self.sites  # noqa: B018  (parse the site map now, so a bad one fails at start)
-        self.model_config  # noqa: B018
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"run config 'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        training = len(self.training_sites)  # parses the site map now, so a bad one fails at start
+        if training and self.min_train_sites > training:
+            raise ConfigError(
+                f"run config 'min-train-sites' is {self.min_train_sites}, but 'site-map' names {training} training "
+                f"site(s); lower it to at most {training}"
+            )
         try:
-            self.data_config(Path("."), ("check",))
-        except ValueError as error:
-            raise ConfigError(f"run config: {error}") from None
+            TrackingConfig.parse(self.tracking)
+        except ConfigError as error:
+            raise ConfigError(f"run config '{_key('tracking')}': {error}") from None
         if self.model_config.spatial_dims == 3 and not self.volumes:
             raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
+        self._derived_configs()
+
+    def _derived_configs(self) -> None:
+        """Build every config the sites build from this one; any error names the run config."""
+        try:
+            self.data_config(Path("."), ("centre",))
+            self.local_config  # noqa: B018
+            self.inference_config  # noqa: B018
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"run config: {error}") from None
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -249,6 +337,30 @@ class FederationConfig:
     def to_run_config(self) -> dict[str, Any]:
         """The kebab-case mapping this config came from (for logs and for resuming)."""
         return {_key(f.name): getattr(self, f.name) for f in fields(self)}
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run config TOML file (e.g. a named experiment, ``simulations/<name>.toml``); errors name the file."""
+    try:
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: run config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not a valid TOML run config ({error}). Fix the line it names.") from None
+
+
+def override_value(item: str) -> Any:
+    """The value of a ``KEY=VALUE`` override, VALUE in TOML syntax (empty: the empty string)."""
+    key, separator, value = item.partition("=")
+    if not separator or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set num-server-rounds=3")
+    try:
+        return tomllib.loads(f"v = {value}")["v"] if value else ""
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            f"--set {item!r}: the value must be written in TOML: a number, true/false, or a quoted string "
+            f"such as {key.strip()}='\"STARE,AV-WIDE\"'"
+        ) from None
 
 
 def _key(name: str) -> str:

@@ -20,7 +20,6 @@ A crash between them leaves log lines for a round that has no resume point; resu
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,9 +37,11 @@ from fedseg.files import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
+    read_json_table,
     read_jsonl,
+    write_jsonl,
 )
+from fedseg.integrity import DamagedFileError, sealed, unsealed
 from fedseg.models import build_model
 from fedseg.models.checkpoint import save_checkpoint
 from fedseg.models.state import load_model_state
@@ -49,6 +50,7 @@ from fedseg.tracking.metrics import round_metrics
 
 logger = logging.getLogger(__name__)
 
+SERVER_STATE_KEYS = {"round", "weights", "encrypted", "best_validation_dice"}
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = {"num-server-rounds", "resume", "round-timeout", "min-train-sites", "device", "tracking"}
 
@@ -94,7 +96,7 @@ class RunFolder:
 
     def _start_or_resume(self, current: dict[str, Any]) -> ResumePoint | None:
         if self.server_state.exists():
-            saved = json.loads(self.config_file.read_text())
+            saved = read_json_table(self.config_file)
             changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
             if not self.config.resume:
                 raise ConfigError(
@@ -113,15 +115,24 @@ class RunFolder:
         return None
 
     def _resume_point(self) -> ResumePoint:
-        state = torch.load(self.server_state, map_location="cpu", weights_only=True)
-        model = transport.from_bytes(state["encrypted"])[0] if state["encrypted"] is not None else state["weights"]
-        return ResumePoint(int(state["round"]), model, state["best_validation_dice"])
+        path, fix = self.server_state, "Restore it from a backup, or start the run in a new 'out' folder."
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            state = unsealed(payload, path, what="server resume point", keys=SERVER_STATE_KEYS, fix=fix)
+            model = transport.from_bytes(state["encrypted"])[0] if state["encrypted"] is not None else state["weights"]
+            return ResumePoint(int(state["round"]), model, state["best_validation_dice"])
+        except DamagedFileError:
+            raise
+        except Exception as error:  # torch and the ciphertext reader raise many types for damaged files
+            raise DamagedFileError(
+                f"{path}: damaged or not a fedseg server resume point ({type(error).__name__}: {str(error)[:200]}). "
+                f"{fix}"
+            ) from None
 
     def _drop_lines_after(self, last_round: int) -> None:
         for path in (self.rounds, self.privacy):
             if path.exists():
-                kept = [line for line in read_jsonl(path) if int(line["round"]) <= last_round]
-                atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in kept))
+                write_jsonl(path, [line for line in read_jsonl(path) if int(line["round"]) <= last_round])
 
     # -- after every round ----------------------------------------------------------------------
     def record_round(self, record: Mapping[str, Any], ledger: list[Mapping[str, Any]]) -> None:
@@ -180,12 +191,14 @@ class RunFolder:
             best_validation_dice = validation_dice
             save(self.best_encrypted if encrypted else self.best, model, meta)  # type: ignore[arg-type]
         atomic_torch_save(
-            {
-                "round": server_round,
-                "weights": None if encrypted else dict(model),  # type: ignore[arg-type]
-                "encrypted": transport.to_bytes(model) if encrypted else None,  # type: ignore[arg-type]
-                "best_validation_dice": best_validation_dice,
-            },
+            sealed(
+                {
+                    "round": server_round,
+                    "weights": None if encrypted else dict(model),  # type: ignore[arg-type]
+                    "encrypted": transport.to_bytes(model) if encrypted else None,  # type: ignore[arg-type]
+                    "best_validation_dice": best_validation_dice,
+                }
+            ),
             self.server_state,
         )
         return best_validation_dice

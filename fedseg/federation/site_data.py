@@ -19,7 +19,7 @@ from fedseg.data.reading import read_mask
 from fedseg.data.splits import SplitConfig, split_centre
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.sites import Shard, SiteSpec
-from fedseg.training.data import training_set
+from fedseg.training.data import check_images, training_set
 from fedseg.volumes.loading import is_volume_record
 
 
@@ -125,5 +125,6 @@ def load_site_data(spec: SiteSpec, root: Path, config: FederationConfig, *, prog
     crops = training_set(
         chosen.train, data, spatial_dims=spatial_dims, labelled=set(chosen.labelled), progress=progress
     )
+    check_images(chosen.evaluation, data, progress=progress)  # its validation images: fail now, not at round end
     n_labelled = int(crops.labelled.sum())
     return SiteData(spec, crops, chosen.evaluation, n_labelled, len(crops) - n_labelled)

@@ -41,6 +41,7 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
+from fedseg.integrity import DamagedFileError, read_sealed_bytes, sealed, sealed_bytes, unsealed
 from fedseg.models import build_model
 from fedseg.models.state import load_model_state, model_state
 from fedseg.privacy.budget import PrivacyBudgetExhausted
@@ -55,6 +56,15 @@ STATE_FILE = "state.bin"
 REPLY_FILE = "last-reply.pt"
 EVALUATIONS_FILE = "evaluations.json"
 DEFAULT_MAX_EVALUATIONS = 100
+_STATE_FIX = (
+    "Restore the site's state folder from a backup. It holds the site's privacy accounting: delete it only to "
+    "start this site afresh in a new federation."
+)
+_REPLY_FIX = "Delete it: the site then trains this round again (and spends privacy budget on it again)."
+_EVALUATIONS_FIX = (
+    "Restore the site's state folder from a backup. It counts the models this site scored (node config "
+    "'max-evaluations'): delete it only to start this site afresh in a new federation."
+)
 _DATA_CACHE: OrderedDict[tuple, SiteData] = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -160,13 +170,16 @@ class SiteRuntime:
     # -- state ----------------------------------------------------------------------------------
     def _load_state(self) -> LocalState | None:
         path = self.state_dir / STATE_FILE
-        return LocalState.from_bytes(path.read_bytes()) if path.exists() else None
+        return load_site_state(path) if path.exists() else None
+
+    def _write_state(self, state: LocalState) -> None:
+        atomic_write_bytes(self.state_dir / STATE_FILE, sealed_bytes(state.to_bytes()), mode=0o600)
 
     def _cached_reply(self, server_round: int, digest: str) -> TrainReply | None:
         path = self.state_dir / REPLY_FILE
         if not path.exists():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_reply(path)
         if saved["round"] != server_round or saved["global"] != digest:
             return None
         logger.info("site %s: round %d was answered before; sending the same update", self.spec.name, server_round)
@@ -175,7 +188,7 @@ class SiteRuntime:
 
     def _store(self, server_round: int, digest: str, reply: TrainReply, state: LocalState) -> None:
         """The state (with the accountant) first, then the reply that a repeated request would get."""
-        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+        self._write_state(state)
         buffer = io.BytesIO()
         payload = {
             "round": server_round,
@@ -186,7 +199,7 @@ class SiteRuntime:
             "ledger": reply.ledger.to_json() if reply.ledger is not None else None,
         }
         torch.save(payload, buffer)
-        atomic_write_bytes(self.state_dir / REPLY_FILE, buffer.getvalue(), mode=0o600)
+        atomic_write_bytes(self.state_dir / REPLY_FILE, sealed_bytes(buffer.getvalue()), mode=0o600)
 
     # -- federation calls -----------------------------------------------------------------------
     def plaintext(self, model: GlobalModel) -> Mapping[str, torch.Tensor]:
@@ -279,11 +292,10 @@ class SiteRuntime:
     # -- evaluation -----------------------------------------------------------------------------
     def _answered(self) -> dict[str, Any]:
         path = self.state_dir / EVALUATIONS_FILE
-        return json.loads(path.read_text())["models"] if path.exists() else {}
+        return load_evaluations(path) if path.exists() else {}
 
     def _remember(self, answered: dict[str, Any]) -> None:
-        text = json.dumps({"models": answered}, indent=1)
-        atomic_write_bytes(self.state_dir / EVALUATIONS_FILE, text.encode(), mode=0o600)
+        save_evaluations(self.state_dir / EVALUATIONS_FILE, answered)
 
     def evaluate(self, global_model: GlobalModel, *, server_round: int = 0) -> dict[str, Any]:
         """Sums and counts of the global model on this site's evaluation images (whole images).
@@ -351,7 +363,7 @@ class SiteRuntime:
             logger.warning("site %s: validation score not released: %s", self.spec.name, refused)
             return {}, None
         noised = gaussian_release(dice, state.privacy, upper=len(dice))
-        atomic_write_bytes(self.state_dir / STATE_FILE, state.to_bytes(), mode=0o600)
+        self._write_state(state)
         row = state.privacy.ledger_row(site=self.spec.name, round=server_round, kind="validation")
         return {"n_images": len(dice), "dice_sum": noised}, row
 
@@ -369,3 +381,42 @@ def _unit_dice(rows: list[dict[str, Any]], unit: str) -> list[float]:
 
 def _metrics_line(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def load_site_state(path: Path) -> LocalState:
+    """A site's ``state.bin``, checked; damage raises ``DamagedFileError`` naming the file."""
+    data = read_sealed_bytes(path, what="site state", fix=_STATE_FIX)
+    try:
+        return LocalState.from_bytes(data)
+    except Exception as error:  # an unsealed file from older fedseg: torch raises many types
+        raise DamagedFileError(f"{path}: damaged site state ({type(error).__name__}). {_STATE_FIX}") from None
+
+
+def load_reply(path: Path) -> dict[str, Any]:
+    """A site's ``last-reply.pt``, checked; damage raises ``DamagedFileError`` naming the file."""
+    data = read_sealed_bytes(path, what="stored reply", fix=_REPLY_FIX)
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not {"round", "global", "weights", "num_examples", "metrics"} <= set(saved):
+            raise KeyError("fields missing")
+    except Exception as error:  # an unsealed file from older fedseg: torch raises many types
+        raise DamagedFileError(f"{path}: damaged stored reply ({type(error).__name__}). {_REPLY_FIX}") from None
+    return saved
+
+
+def save_evaluations(path: Path, models: dict[str, Any]) -> None:
+    """``evaluations.json``: the reply to every model the site scored, by digest, with a checksum."""
+    atomic_write_bytes(path, json.dumps(sealed({"models": models}), indent=1).encode(), mode=0o600)
+
+
+def load_evaluations(path: Path) -> dict[str, Any]:
+    """The models a site scored (``evaluations.json``: digest to reply), checked; damage raises
+    ``DamagedFileError`` naming the file."""
+    try:
+        payload = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as error:  # bad JSON or bad UTF-8
+        raise DamagedFileError(f"{path}: damaged evaluation record ({error}). {_EVALUATIONS_FIX}") from None
+    models = unsealed(payload, path, what="evaluation record", keys={"models"}, fix=_EVALUATIONS_FIX)["models"]
+    if not isinstance(models, dict) or not all(isinstance(reply, dict) for reply in models.values()):
+        raise DamagedFileError(f"{path}: damaged evaluation record (not a table of replies). {_EVALUATIONS_FIX}")
+    return models

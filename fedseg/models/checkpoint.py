@@ -20,12 +20,15 @@ from torch import nn
 
 from fedseg import __version__
 from fedseg.files import atomic_torch_save
+from fedseg.integrity import DamagedFileError, sealed, unsealed
 from fedseg.models import ModelConfig, build_model
 from fedseg.models.state import clean_state_dict, load_model_state
 from fedseg.volumes.config import MODES, VolumeConfig
 
 FORMAT = "fedseg-checkpoint"
 FORMAT_VERSION = 1
+_KEYS = {"format", "format_version", "fedseg_version", "model", "preprocessing", "state_dict"}
+_FIX = "Use another checkpoint (best.pt or last.pt of the run), or restore this one from a backup."
 
 
 class CheckpointError(ValueError):
@@ -108,11 +111,25 @@ def save_checkpoint(
         "state_dict": clean_state_dict(model.state_dict()),
         "meta": dict(meta or {}),
     }
-    return atomic_torch_save(payload, path)
+    return atomic_torch_save(sealed(payload), path)
 
 
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
+
+
+def _checked_weights(state_dict: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise CheckpointError(f"{path}: damaged: its weights are not a table of tensors. {_FIX}")
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}): the training "
+            "that wrote it diverged, or the file is damaged. Use an earlier checkpoint (e.g. best.pt)."
+        )
+    return state_dict
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -128,6 +145,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fedseg checkpoint (no '{FORMAT}' header). Use a file written by fedseg.")
+    try:
+        payload = unsealed(payload, path, what="checkpoint", keys=_KEYS, optional=frozenset({"meta"}), fix=_FIX)
+    except DamagedFileError as error:
+        raise CheckpointError(str(error)) from None
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {payload.get('format_version')} is not supported "
@@ -141,12 +162,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         model_config = ModelConfig(**payload["model"])
+        preprocessing = Preprocessing(**payload["preprocessing"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its model description does not fit this fedseg: {error}") from None
+    meta = payload.get("meta", {})
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"{path}: damaged: its 'meta' is not a table. {_FIX}")
     return Checkpoint(
         model=model_config,
-        preprocessing=Preprocessing(**payload["preprocessing"]),
-        state_dict=payload["state_dict"],
-        meta=payload.get("meta", {}),
+        preprocessing=preprocessing,
+        state_dict=_checked_weights(payload["state_dict"], path),
+        meta=meta,
         fedseg_version=written_by,
     )

@@ -107,6 +107,21 @@ def _smallest_noise(spent: Callable[[float], float], epsilon: float, high: float
     return high
 
 
+def smallest_epsilon(delta: float) -> float:
+    """The RDP accountant's epsilon at ``delta`` as the noise grows without bound: no target below it is
+    reachable (Opacus' conversion from RDP with an RDP of 0, at the best of ``RDP_ORDERS``)."""
+    return min(math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1) for a in RDP_ORDERS if a > 1)
+
+
+def _unreachable(epsilon: float, delta: float, sample_rate: float, steps: int) -> PrivacyBudgetTooLow:
+    floor = max(0.0, smallest_epsilon(delta))
+    return PrivacyBudgetTooLow(
+        f"dp epsilon {epsilon:g} cannot be reached with any amount of noise ({steps} steps at sampling rate "
+        f"{sample_rate:.3g}, delta {delta:.1e}; the smallest reachable is about {floor:.3g}). "
+        "Raise --dp-epsilon (run config 'dp-epsilon'): 1 to 10 is usual."
+    )
+
+
 def calibrate_noise(
     *,
     epsilon: float,
@@ -124,8 +139,11 @@ def calibrate_noise(
     the best one), whose epsilon bounds the epsilon at all orders from above: the result meets the
     budget and is as tight as a search on all orders, at a fraction of the cost (Opacus' ``compute_rdp``
     is slow at fractional orders). Raises ``PrivacyBudgetTooLow`` (naming the setting to change) when
-    no noise up to ``MAX_NOISE_MULTIPLIER`` fits.
+    no noise up to ``MAX_NOISE_MULTIPLIER`` fits; at once, without a search, for an epsilon below the
+    RDP accountant's floor (``smallest_epsilon``), which no noise reaches.
     """
+    if accountant == "rdp" and epsilon <= smallest_epsilon(delta):
+        raise _unreachable(epsilon, delta, sample_rate, steps)
     fixed: History = [(release_noise, 1.0, releases)] if releases > 0 else []
     if fixed and epsilon_of(fixed, delta=delta, accountant=accountant) >= epsilon:
         raise PrivacyBudgetTooLow(

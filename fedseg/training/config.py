@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedseg.configuration import from_json, to_json
+from fedseg.configuration import check_finite, from_json, to_json
 from fedseg.data.config import DataConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
@@ -58,6 +58,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

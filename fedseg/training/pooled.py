@@ -20,7 +20,6 @@ step in the same ledger and ends at the same epsilon, with other batches than an
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +30,21 @@ from tqdm.auto import tqdm
 
 from fedseg.configuration import ConfigError
 from fedseg.data.grouping import subject_ids
+from fedseg.data.layout import data_folders
 from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
-from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
+from fedseg.integrity import DamagedFileError, sealed
 from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
 from fedseg.models.state import unwrap
+from fedseg.outputs import check_output_folder, inputs_protected
+from fedseg.privacy.budget import PrivacyBudgetExhausted
 from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
 from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.training.run_folder import StartPlan, load_resume_point, plan_start
 from fedseg.volumes.inference import make_predictor
 from fedseg.volumes.plan import volume_mode
 
@@ -68,36 +72,6 @@ class RunFolder:
         self.last = self.root / "checkpoints" / "last.pt"
         self.best = self.root / "checkpoints" / "best.pt"
         self.resume = self.root / "checkpoints" / "resume.pt"
-
-
-def _check_run_folder(config: TrainConfig, run: RunFolder, resume: bool) -> None:
-    if resume:
-        if not run.resume.exists():
-            raise ConfigError(f"{run.root}: nothing to resume (no checkpoints/resume.pt). Drop --resume to start.")
-        saved = json.loads(run.config.read_text())
-        current = config.to_json()
-        changed = sorted(k for k in current if k != "steps" and saved.get(k) != current.get(k))
-        if changed:
-            raise ConfigError(f"{run.root}: --resume needs the same settings as the run it resumes; changed: {changed}")
-    elif run.resume.exists() or run.log.exists():
-        raise ConfigError(f"{run.root}: holds a run already. Pass --resume to continue it, or choose another --out.")
-
-
-def _check_resume_budget(config: TrainConfig, run: RunFolder) -> None:
-    """Refuse, before anything is written, a --resume whose --steps would take epsilon past the budget."""
-    if config.privacy is None or not run.resume.exists():
-        return
-    state = _local_state_of(torch.load(run.resume, map_location="cpu", weights_only=True))
-    if state.privacy is None or config.steps <= state.step:
-        return
-    allowed = state.privacy.max_more_steps()
-    if config.steps - state.step > allowed:
-        raise ConfigError(
-            f"{run.root}: --steps {config.steps} would take epsilon past this run's privacy budget "
-            f"(--dp-epsilon {state.privacy.epsilon_budget:g}): {state.step} steps are done and the budget allows "
-            f"{allowed} more. Resume with --steps {state.step + allowed} or fewer; to train longer, start a new "
-            "run (another --out) with a larger --dp-epsilon. Nothing was changed in the run folder."
-        )
 
 
 def preprocessing_of(config: TrainConfig, *, volumes: bool = False) -> Preprocessing:
@@ -150,45 +124,78 @@ class PooledTrainer:
     ) -> None:
         self.config, self.progress = config, progress
         self.folder = RunFolder(config.out)
-        _check_run_folder(config, self.folder, resume)
-        if resume:
-            _check_resume_budget(config, self.folder)
-        self.folder.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.folder.config, config.to_json())
-        self.tracker = open_tracker(tracking, run_folder=self.folder.root, experiment="pooled")
-        self.tracker.log_params(flatten(config.to_json()))
+        plan = self._plan(resume)
+        saved = load_resume_point(plan.resume_point) if plan.resume_point else None
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
             config.data,
-            self.folder.manifest,
+            plan.saved_manifest,
             include_unlabelled=config.mean_teacher is not None,
             spatial_dims=config.model.spatial_dims,
             progress=progress,
         )
-        dataset = self.data.train
-        saved = torch.load(self.folder.resume, map_location="cpu", weights_only=True) if resume else None
         self.best: float | None = saved["best"] if saved else None
         self.best_step: int | None = saved.get("best_step") if saved else None
         self.trainer = LocalTrainer(
             model_config=config.model,
             config=local_config_of(config),
-            dataset=dataset,
+            dataset=self.data.train,
             device=self.device,
             seed=config.seed,
             planned_steps=config.steps,
             schedule_steps=config.steps,
             workers=config.workers,
             initial_weights=saved["model"] if saved else None,
-            state=_local_state_of(saved) if saved else None,
-            subjects=subject_ids(dataset.sources, config.data.split.group_patterns),
+            state=_local_state_of(saved, self.folder.resume) if saved else None,
+            subjects=subject_ids(self.data.train.sources, config.data.split.group_patterns),
         )
-        self._ledger_step, self._ledger_rows = self._ledger_so_far()
         if saved:
             self.trainer.optimizer.load_state_dict(saved["optimizer"])
             logger.info("resumed %s at step %d", self.folder.root, self.step)
+            self._check_budget()
+        self._begin(plan)
+        self.tracker = open_tracker(tracking, run_folder=self.folder.root, experiment="pooled")
+        self.tracker.log_params(flatten(config.to_json()))
+        self.ledger_step = self._ledger_so_far()
+        if saved:
             self._ledger()  # a crash between resume.pt and its ledger row: write the row now
             self._repair_best()
+
+    def _check_budget(self) -> None:
+        """Steps asked for past a resumed run's privacy budget are refused before the folder changes."""
+        private = self.trainer.private
+        try:
+            self.trainer.check_budget(self.config.steps - self.step)
+        except PrivacyBudgetExhausted as exhausted:
+            allowed = private.accountant.max_more_steps() if private is not None else 0
+            raise ConfigError(
+                f"{self.folder.root}: --steps {self.config.steps} would take the run past its privacy budget "
+                f"(--dp-epsilon {exhausted.budget:g}): epsilon {exhausted.spent:.4f} spent by step {self.step}, "
+                f"{exhausted.projected:.4f} at step {self.config.steps}; the budget allows {allowed} more steps. "
+                f"Resume with --steps {self.step + allowed} or fewer, or start a new run (another --out) with a "
+                "larger --dp-epsilon. Nothing was changed in the run folder."
+            ) from None
+
+    def _plan(self, resume: bool) -> StartPlan:
+        folder = self.folder
+        return plan_start(
+            folder.root,
+            config=folder.config,
+            manifest=folder.manifest,
+            log=folder.log,
+            resume_point=folder.resume,
+            current=self.config.to_json(),
+            resume=resume,
+        )
+
+    def _begin(self, plan: StartPlan) -> None:
+        """Training starts: only now the folder gets its settings and split (a failed start writes nothing)."""
+        atomic_write_json(self.folder.config, self.config.to_json())
+        if plan.resume_point is None:
+            self.data.manifest.save(self.folder.manifest)
+        if self.folder.log.exists():  # lines of steps after the resume point were never saved: drop them
+            _drop_after(self.folder.log, self.step)
 
     @property
     def step(self) -> int:
@@ -208,13 +215,15 @@ class PooledTrainer:
     def _save_resume(self) -> None:
         """The resume point: model, optimiser, local state (the accountant) and the best score so far."""
         atomic_torch_save(
-            {
-                "model": self.trainer.weights(),
-                "optimizer": self.trainer.optimizer.state_dict(),
-                "local_state": self.trainer.export_state().to_bytes(),
-                "best": self.best,
-                "best_step": self.best_step,
-            },
+            sealed(
+                {
+                    "model": self.trainer.weights(),
+                    "optimizer": self.trainer.optimizer.state_dict(),
+                    "local_state": self.trainer.export_state().to_bytes(),
+                    "best": self.best,
+                    "best_step": self.best_step,
+                }
+            ),
             self.folder.resume,
         )
 
@@ -254,34 +263,36 @@ class PooledTrainer:
         self.best, self.best_step = dice, self.step
         return True
 
-    def _ledger_so_far(self) -> tuple[int, int]:
-        """(DP-SGD step of the last ledger row, number of rows); rows past the resume point are dropped."""
+    def _ledger_so_far(self) -> int:
+        """The DP-SGD step of the ledger's last row (0 without one); rows past the resume point are dropped."""
         if self.trainer.private is None or not self.folder.privacy.exists():
-            return 0, 0
-        rows = read_jsonl(self.folder.privacy)
-        kept = [row for row in rows if int(row.get("step", 0)) <= self.step]
-        if len(kept) < len(rows):
-            atomic_write_text(self.folder.privacy, "".join(json.dumps(row) + "\n" for row in kept))
-        return (int(kept[-1].get("step", 0)) if kept else 0), len(kept)
+            return 0
+        rows = _drop_after(self.folder.privacy, self.step)
+        return int(rows[-1].get("step", 0)) if rows else 0
 
     def _ledger(self) -> None:
         """A ledger row for the DP-SGD steps since the last row (none without DP or without new steps)."""
         private = self.trainer.private
-        if private is None or self.step <= self._ledger_step:
+        if private is None or self.step <= self.ledger_step:
             return
-        self._ledger_rows += 1
-        row = private.ledger_row(site="pooled", round=self._ledger_rows, steps=self.step - self._ledger_step)
+        interval = -(-self.step // self.config.checkpoint_every)  # the checkpoint interval the row ends in
+        row = private.ledger_row(site="pooled", round=interval, steps=self.step - self.ledger_step)
         append_jsonl(self.folder.privacy, row.to_json())
         self.tracker.log_metrics({"privacy/epsilon/pooled": row.epsilon}, step=self.step)
-        self._ledger_step = self.step
+        self.ledger_step = self.step
 
     def _next_stop(self) -> int:
         every = [self.config.checkpoint_every] + ([self.config.val_every] if self.config.val_every else [])
         stops = [(self.step // k + 1) * k for k in every] + [self.config.steps]
         return min(stops)
 
-    def _interrupted(self) -> None:
-        logger.warning("interrupted at step %d; saving so that --resume continues from here", self.step)
+    def _interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        logger.warning(
+            "%s at step %d; saving so that --resume continues from here (%s): run the same command with --resume",
+            str(interrupt) or "interrupted",
+            self.step,
+            self.folder.resume,
+        )
         self._checkpoint(best=False, last=True)
 
     def run(self) -> TrainResult:
@@ -314,8 +325,8 @@ class PooledTrainer:
                 last = self.step % config.checkpoint_every == 0 or end
                 if best or last:
                     self._checkpoint(best=best, last=last)
-        except KeyboardInterrupt:
-            self._interrupted()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through fedseg.signals
+            self._interrupted(interrupt)
             raise
         finally:
             bar.close()
@@ -332,11 +343,23 @@ class PooledTrainer:
         )
 
 
-def _local_state_of(saved: dict[str, Any]) -> LocalState:
+def _drop_after(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keep the JSON-lines records of ``path`` up to ``step`` (later ones were written past the resume point)."""
+    records = read_jsonl(path)
+    kept = [record for record in records if int(record.get("step", 0)) <= step]
+    if len(kept) < len(records):
+        write_jsonl(path, kept)
+    return kept
+
+
+def _local_state_of(saved: dict[str, Any], path: Path) -> LocalState:
     """The trainer state in ``resume.pt``; files from fedseg before 0.1.0 kept only the step."""
-    if "local_state" in saved:
-        return LocalState.from_bytes(saved["local_state"])
-    return LocalState(step=int(saved["step"]))
+    try:
+        if "local_state" in saved:
+            return LocalState.from_bytes(saved["local_state"])
+        return LocalState(step=int(saved["step"]))
+    except Exception as error:  # a damaged file from before resume points had checksums
+        raise DamagedFileError(f"{path}: damaged trainer state ({type(error).__name__}: {error}).") from None
 
 
 def train(
@@ -344,6 +367,10 @@ def train(
 ) -> TrainResult:
     """Train on the pooled centres of ``config.data`` and write the run folder ``config.out``.
 
+    The run folder may not be one of the data's folders, and nothing is written into them.
     ``tracking``: 'tensorboard' (event files in the run folder), 'mlflow:URI' (and MLflow) or 'none'.
     """
-    return PooledTrainer(config, resume=resume, progress=progress, tracking=tracking).run()
+    folders = data_folders(config.data.root, config.data.centres)
+    check_output_folder(config.out, folders)
+    with inputs_protected(folders=folders):
+        return PooledTrainer(config, resume=resume, progress=progress, tracking=tracking).run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import typing
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,27 @@ def _squeeze_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def _inflated(path: Path, data: bytes) -> bytes:
+    """The whole stream inflated at once, which checks gzip's CRC-32 and length at its end: nibabel
+    stops reading after the voxels it needs and never checks them, so damaged voxels would read silently."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path}: damaged compressed data ({type(error).__name__}: {error}); the file was cut or changed. "
+            "Copy it again from its source, or re-export it."
+        ) from None
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = typing.cast(nib.Nifti1Image, nib.load(path))
+    with path.open("rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    if compressed:  # inflated once, here, and read from memory
+        raw = _inflated(path, path.read_bytes())
+        kind = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
+        image = kind.from_bytes(raw)
+    else:
+        image = typing.cast(nib.Nifti1Image, nib.load(path))
     return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
 
 
@@ -149,21 +169,33 @@ def header_spacing(path: str | Path) -> tuple[float, float, float]:
     return read_volume(path).spacing
 
 
-def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compressed: bool = True) -> bytes:
-    """A NIfTI-1 file of ``array`` with ``affine`` as both sform and qform (scanner coordinates)."""
+def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compressed: bool = True, description: str = "") -> bytes:
+    """A NIfTI-1 file of ``array`` with ``affine`` as both sform and qform (scanner coordinates);
+    ``description`` goes into the header's ``descrip`` field (80 characters at most)."""
     image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    image.header["descrip"] = description.encode()[:80]
     image.header.set_sform(affine, code=1)
     image.header.set_qform(affine, code=1)
     data = image.to_bytes()
     return gzip.compress(data, compresslevel=6, mtime=0) if compressed else data
 
 
-def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
+def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, *, description: str = "") -> Path:
     """Write ``array`` (in the voxel order ``affine`` describes) atomically; ``.nii.gz`` is compressed."""
     path = Path(path)
-    return atomic_write_bytes(path, nifti_bytes(array, affine, compressed=path.name.endswith(".gz")))
+    data = nifti_bytes(array, affine, compressed=path.name.endswith(".gz"), description=description)
+    return atomic_write_bytes(path, data)
 
 
-def write_like(path: str | Path, canonical: np.ndarray, volume: Volume) -> Path:
+def nifti_description(path: str | Path) -> str:
+    """The header's ``descrip`` field ("" for anything that is not a readable NIfTI file)."""
+    try:
+        value = typing.cast(nib.Nifti1Image, nib.load(path)).header["descrip"]
+        return bytes(np.asarray(value).item()).rstrip(b"\0").decode("utf-8", "replace")
+    except Exception:  # anything unreadable has no description
+        return ""
+
+
+def write_like(path: str | Path, canonical: np.ndarray, volume: Volume, *, description: str = "") -> Path:
     """Write a canonical-order array (a prediction) in the voxel order and with the affine of ``volume``'s file."""
-    return write_nifti(path, volume.to_source(canonical), volume.source_affine)
+    return write_nifti(path, volume.to_source(canonical), volume.source_affine, description=description)

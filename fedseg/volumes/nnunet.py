@@ -27,9 +27,16 @@ def _description(root: Path) -> dict:
     path = root / "dataset.json"
     try:
         description = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: cannot read nnU-Net's dataset.json ({error}).") from None
+    except (OSError, ValueError) as error:  # JSON and UTF-8 errors are ValueErrors
+        raise DataError(f"{path}: cannot read nnU-Net's dataset.json ({error}). Fix or rewrite it.") from None
+    if not isinstance(description, dict):
+        description = {"channel_names": None}
     channels = description.get("channel_names", description.get("modality", {"0": "?"}))
+    if not isinstance(channels, dict) or not isinstance(description.get("file_ending", ""), str):
+        raise DataError(
+            f"{path}: not an nnU-Net dataset description (a JSON object with 'channel_names' and "
+            "'file_ending'). Fix or rewrite it."
+        )
     if len(channels) != 1:
         raise DataError(
             f"{path}: {len(channels)} input channels ({', '.join(map(str, channels.values()))}); "
@@ -44,19 +51,23 @@ def _centre_map(root: Path) -> dict[str, str]:
         raise DataError(
             f"{path}: missing. Write one 'case,centre' line per case of imagesTr/ (the hospital it came from)."
         )
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, ValueError, csv.Error) as error:
+        raise DataError(f"{path}: unreadable ({error}). Write it again: one 'case,centre' line per case.") from None
     mapping: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if not any(cells) or (number == 1 and cells[:2] == ["case", "centre"]):
-                continue
-            if len(cells) != 2 or not all(cells):
-                raise DataError(f"{path}, line {number}: expected 'case,centre', got {','.join(row)!r}.")
-            mapping[cells[0]] = cells[1]
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or (number == 1 and cells[:2] == ["case", "centre"]):
+            continue
+        if len(cells) != 2 or not all(cells):
+            raise DataError(f"{path}, line {number}: expected 'case,centre', got {','.join(row)!r}.")
+        mapping[cells[0]] = cells[1]
     return mapping
 
 
 def _cases(root: Path, ending: str) -> dict[str, Path]:
+    endings = f"(file names end in '{CHANNEL}{ending}' as file_ending in {root / 'dataset.json'} says)"
     images = sorted(p for p in (root / "imagesTr").iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
     cases: dict[str, Path] = {}
     for path in images:
@@ -64,7 +75,7 @@ def _cases(root: Path, ending: str) -> dict[str, Path]:
         if not stem.endswith(CHANNEL):
             if stem[-5:-4] == "_" and stem[-4:].isdigit():
                 continue  # another channel of a multi-channel case; dataset.json said one channel
-            raise DataError(f"{path}: nnU-Net image names end in the channel suffix {CHANNEL}; rename it.")
+            raise DataError(f"{path}: nnU-Net image names end in the channel suffix {CHANNEL} {endings}; rename it.")
         cases[stem[: -len(CHANNEL)]] = path
     return cases
 
@@ -76,7 +87,9 @@ def scan_nnunet(root: str | Path) -> dict[str, tuple[ImageRecord, ...]]:
     centres = _centre_map(root)
     cases = _cases(root, ending)
     if not cases:
-        raise DataError(f"{root / 'imagesTr'}: no '*{CHANNEL}{ending}' images found.")
+        raise DataError(
+            f"{root / 'imagesTr'}: no '*{CHANNEL}{ending}' images found (file_ending in {root / 'dataset.json'})."
+        )
     unmapped = sorted(set(cases) - set(centres))
     if unmapped:
         raise DataError(

@@ -13,10 +13,15 @@ from fedseg.data.errors import DataError
 from fedseg.data.layout import ImageRecord
 from fedseg.volumes.formats import is_volume_path, volume_stem
 from fedseg.volumes.inference import VolumePredictor
-from fedseg.volumes.io import write_like
+from fedseg.volumes.io import nifti_description, write_like
 from fedseg.volumes.scoring import native_volume
 
 logger = logging.getLogger(__name__)
+PREDICT_DESCRIPTION = "fedseg predict"  # in the header of every volume predict writes
+
+
+def written_by_predict(path: Path) -> bool:
+    return nifti_description(path) == PREDICT_DESCRIPTION
 
 
 def volume_inputs(path: Path) -> list[Path]:
@@ -31,14 +36,26 @@ def volume_inputs(path: Path) -> list[Path]:
     return volumes
 
 
+def planned_volume_outputs(volumes: list[Path], out: Path, probabilities: bool) -> list[tuple[Path, Path]]:
+    """(output, volume) pairs: ``<stem>.nii.gz`` and, with probabilities, ``<stem>_prob.nii.gz`` per volume."""
+    planned = [(out / f"{volume_stem(path)}.nii.gz", path) for path in volumes]
+    if probabilities:
+        planned += [(out / f"{volume_stem(path)}_prob.nii.gz", path) for path in volumes]
+    return planned
+
+
 def predict_volume(predictor: VolumePredictor, path: Path, out: Path, *, threshold: float, probabilities: bool):
     """Write ``<stem>.nii.gz`` (uint8 0/1) and, if asked, ``<stem>_prob.nii.gz`` (float32) for one volume."""
     loaded = native_volume(ImageRecord(centre="", stem=volume_stem(path), image=path), predictor)
     foreground = predictor.probabilities(loaded)
     stem = loaded.record.stem
-    written = [write_like(out / f"{stem}.nii.gz", (foreground > threshold).astype(np.uint8), loaded.volume)]
+    mask = (foreground > threshold).astype(np.uint8)
+    written = [write_like(out / f"{stem}.nii.gz", mask, loaded.volume, description=PREDICT_DESCRIPTION)]
     if probabilities:
-        written.append(write_like(out / f"{stem}_prob.nii.gz", foreground.astype(np.float32), loaded.volume))
+        probability = foreground.astype(np.float32)
+        written.append(
+            write_like(out / f"{stem}_prob.nii.gz", probability, loaded.volume, description=PREDICT_DESCRIPTION)
+        )
     return written
 
 

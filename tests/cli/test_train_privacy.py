@@ -34,7 +34,7 @@ def test_too_small_an_epsilon_is_a_clear_error_and_hopeless_noise_a_warning(
     data_before = _digests(retina_crops)
     assert _train(retina_crops, tmp_path / "run", "--steps", "50", "--dp-epsilon", "0.0001") == 2
     error = capsys.readouterr().err
-    assert "dp epsilon 0.0001 is too small" in error and "Raise --dp-epsilon" in error and "Traceback" not in error
+    assert "dp epsilon 0.0001 cannot be reached" in error and "Raise --dp-epsilon" in error and "Traceback" not in error
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "privacy.jsonl").exists()
     assert _digests(retina_crops) == data_before
     # A budget that can be met but only with noise far above the signal trains, with a warning.
@@ -50,7 +50,7 @@ def test_resume_past_the_budget_is_refused_before_anything_changes(
     before = _digests(run)
     assert _train(retina_crops, run, "--steps", "100000", "--dp-epsilon", "3", "--resume") == 2
     error = capsys.readouterr().err
-    assert "--steps 100000 would take epsilon past this run's privacy budget" in error
+    assert "--steps 100000 would take the run past its privacy budget" in error
     assert "or fewer" in error and "Traceback" not in error and "PrivacyBudgetExhausted" not in error
     assert _digests(run) == before  # config.json keeps its steps; nothing else was touched
 

@@ -10,12 +10,11 @@ import torch
 from fedseg.federation import site_runtime
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.protocol import weights_digest
-from fedseg.federation.site_runtime import EvaluationLimitReached, SiteRuntime
+from fedseg.federation.site_runtime import EvaluationLimitReached, SiteRuntime, load_site_state
 from fedseg.federation.sites import parse_site
 from fedseg.models import build_model
 from fedseg.models.state import model_state
 from fedseg.privacy import epsilon_of
-from fedseg.training.local import LocalState
 
 
 def _runtime(root: Path, state: Path, spec: str = "STARE", **overrides: Any) -> SiteRuntime:
@@ -50,7 +49,7 @@ def test_a_repeated_round_gets_the_same_reply_and_spends_no_privacy(retina_crops
     again = site.train(1, global_weights)  # the server crashed and asks for round 1 again
     assert all(torch.equal(first.weights[k], again.weights[k]) for k in first.weights)
     assert site.privacy_spent()["epsilon"] == spent and again.ledger == first.ledger
-    assert LocalState.from_bytes((tmp_path / "state.bin").read_bytes()).step == 2
+    assert load_site_state(tmp_path / "state.bin").step == 2
     assert "supervised_loss" not in first.metrics and "seconds" not in first.metrics  # under DP they stay here
     second = site.train(2, first.weights)
     assert second.metrics["epsilon"] > first.metrics["epsilon"]
@@ -125,7 +124,7 @@ def test_a_site_killed_at_any_write_never_releases_more_than_its_ledger_holds(
         ledger_epsilon = max(ledger_epsilon, reply.ledger.epsilon, scored["ledger"]["epsilon"])
         weights = reply.weights
     assert count["writes"] > kill_at  # the kill happened, and the site went on after its restart
-    accountant = LocalState.from_bytes((tmp_path / "state.bin").read_bytes()).privacy
+    accountant = load_site_state(tmp_path / "state.bin").privacy
     updates = sum(kind == "update" for kind, _ in released)
     scores = sum(kind == "validation" for kind, _ in released)
     assert (updates, scores) == (2, 2)

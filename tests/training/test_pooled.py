@@ -19,6 +19,7 @@ from fedseg.privacy import PrivacyConfig
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
 from fedseg.training.local import LocalTrainer
+from fedseg.training.run_folder import load_resume_point
 from tests.tracking.test_tracking import scalars_of
 
 TINY = ModelConfig(name="unet", options={"widths": [8, 16, 32]})
@@ -97,9 +98,9 @@ def test_crash_and_resume_gives_the_uninterrupted_result(
 def test_existing_run_needs_resume_and_resume_needs_same_settings(retina_crops: Path, tmp_path: Path) -> None:
     config = tiny_config(retina_crops, tmp_path / "run", steps=2, val_every=0)
     pooled.train(config, progress=False)
-    with pytest.raises(ConfigError, match="holds a run already. Pass --resume"):
+    with pytest.raises(ConfigError, match=r"holds a run already \(checkpoints/resume.pt\). Pass --resume"):
         pooled.train(config, progress=False)
-    with pytest.raises(ConfigError, match=r"changed: \['batch_size'\]"):
+    with pytest.raises(ConfigError, match=r"other settings \(batch_size: 2 in config.json, 3 now\)"):
         pooled.train(replace(config, batch_size=3), resume=True, progress=False)
     with pytest.raises(ConfigError, match="nothing to resume"):
         pooled.train(replace(config, out=tmp_path / "other"), resume=True, progress=False)
@@ -130,9 +131,10 @@ def test_resume_files_without_local_state_resume_at_their_step() -> None:
     from fedseg.training.local import LocalState
     from fedseg.training.pooled import _local_state_of
 
-    assert _local_state_of({"model": {}, "optimizer": {}, "step": 900, "best": 0.7}).step == 900
+    resume = Path("checkpoints/resume.pt")
+    assert _local_state_of({"model": {}, "optimizer": {}, "step": 900, "best": 0.7}, resume).step == 900
     current = {"local_state": LocalState(step=12).to_bytes()}
-    assert _local_state_of(current).step == 12
+    assert _local_state_of(current, resume).step == 12
 
 
 class Killed(BaseException):
@@ -161,7 +163,7 @@ def _on_disk(run: Path) -> tuple[list[int], int, int]:
     """Steps of the model files on disk, the resume point's step, and the ledger's last step."""
     models = [load_checkpoint(p).meta["step"] for p in (run / "checkpoints").glob("*.pt") if p.name != "resume.pt"]
     resume = run / "checkpoints" / "resume.pt"
-    resumed = pooled._local_state_of(torch.load(resume, weights_only=True)).step if resume.exists() else 0
+    resumed = pooled._local_state_of(load_resume_point(resume), resume).step if resume.exists() else 0
     rows = read_jsonl(run / "privacy.jsonl") if (run / "privacy.jsonl").exists() else []
     return models, resumed, rows[-1]["step"] if rows else 0
 
