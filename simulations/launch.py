@@ -174,7 +174,26 @@ def run_experiment(name: str, overrides: list[str]) -> int:
     if name == "demo":
         make_demo_data(config)
     simulate(config)
-    return report(Path(config["out"]), config)
+    code = report(Path(config["out"]), config)
+    if code == 0 and name == "demo":
+        show_heldout(config)
+    return code
+
+
+def show_heldout(config: dict[str, Any]) -> None:
+    """Score the final global model on the held-out centres with overlays (best, median, worst image)."""
+    from fedseg.evaluation.evaluate import EvaluateConfig, evaluate
+    from fedseg.federation.sites import parse_site_map
+
+    out = Path(config["out"])
+    sites = parse_site_map(config["site-map"])
+    centres = tuple(s.centre for s in sites if s.role == "heldout" and s.shard is None and not s.test_split)
+    checkpoint = out / "checkpoints" / "last.pt"
+    if not centres or not checkpoint.exists():
+        return
+    folder = out / "heldout"
+    evaluate(EvaluateConfig(checkpoint, Path(config["data-root"]), centres, folder, device="cpu"), progress=False)
+    print(f"held-out images with the final model's masks: {folder / 'overlays'} (scores: {folder / 'report.md'})")
 
 
 def report(out: Path, config: dict[str, Any]) -> int:

@@ -96,6 +96,19 @@ def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str
     assert (run / "sites" / "STARE" / "state.bin").exists()  # the simulated hospital's private state
 
 
+def test_the_demo_report_shows_heldout_images_with_the_final_models_masks(
+    healthy_run: tuple[Path, str], retina_crops: Path
+) -> None:
+    from simulations.launch import show_heldout
+
+    run, _ = healthy_run
+    config = {"out": str(run), "data-root": str(retina_crops), "site-map": "STARE,AV-WIDE,heldout:CHASE_DB1"}
+    show_heldout(config)
+    metrics = json.loads((run / "heldout" / "metrics.json").read_text())
+    assert set(metrics["centres"]) == {"CHASE_DB1"} and metrics["centres"]["CHASE_DB1"]["n_images"] == 4
+    assert [p.suffix for p in (run / "heldout" / "overlays").iterdir()] and (run / "heldout" / "report.md").exists()
+
+
 def test_every_field_a_dp_site_sent_is_the_update_public_or_in_the_ledger(healthy_run: tuple[Path, str]) -> None:
     run, _ = healthy_run
     roles = {"STARE": "train", "AV-WIDE": "train", "CHASE_DB1": "heldout"}
