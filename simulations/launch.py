@@ -40,7 +40,7 @@ def flwr_home() -> Path:
 CONNECTION = "fedseg-sim"
 DEFAULT_PORT = int(os.environ.get("FEDSEG_SUPERLINK_PORT", "39293"))
 PATH_KEYS = ("data-root", "out")
-DEMO_SYNTH = {"centres": 4, "images": 200, "size": 128}
+DEMO_SYNTH = {"centres": 4, "images": 800, "size": 128}
 
 
 def bin_dir() -> Path:
