@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fedseg.cli.common import add_device, csv_list, key_value, positive_int
+from fedseg.configuration import FlatSection
 from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.normalise import NORMALISATIONS
 from fedseg.data.splits import SplitConfig
 from fedseg.inference.sliding_window import TilingConfig, default_tile_size
-from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig, available_models
 from fedseg.privacy.budget import UNITS, PrivacyConfig
 from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
-from fedseg.training.config import SCHEDULES, OptimConfig, TrainConfig
+from fedseg.training.config import TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
+from fedseg.training.settings import HELP, LOSS, OPTIM, TEACHER
 from fedseg.volumes.config import VolumeConfig
 from fedseg.volumes.plan import plan_for_dataset
 
@@ -106,17 +109,37 @@ def model_and_channels(args: argparse.Namespace) -> tuple[str, int]:
     return model, args.channels or (1 if three_d else 3)
 
 
+def add_section_arguments(
+    group: argparse._ArgumentGroup, section: FlatSection, aliases: Mapping[str, str] | None = None
+) -> None:
+    """A flag per field of ``section``'s config, named as its run-config key (``--flips/--no-flips`` for a
+    boolean); flags not given keep the config's defaults. ``aliases``: key -> another flag it answers to."""
+    defaults = section.flatten(section.cls())
+    hints = section.hints()
+    for key, name in section.keys().items():
+        flags = [f"--{key}", *([f"--{aliases[key]}"] if aliases and key in aliases else [])]
+        help_text = f"{HELP.get(key, name.replace('_', ' '))} (default: {defaults[key]})"
+        kwargs: dict[str, Any] = {"dest": _dest(section, key), "default": argparse.SUPPRESS, "help": help_text}
+        if hints[name] is bool:
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            group.add_argument(*flags, metavar=key.split("-")[-1].upper(), **kwargs)
+
+
+def section_from_args(args: argparse.Namespace, section: FlatSection) -> Any:
+    """``section``'s config from the flags given (the same coercion and checks as a run config's keys)."""
+    given = {key: getattr(args, _dest(section, key)) for key in section.keys() if hasattr(args, _dest(section, key))}
+    return section.build(given)
+
+
+def _dest(section: FlatSection, key: str) -> str:
+    return f"{section.attribute}:{key}"
+
+
 def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Mean Teacher (semi-supervised: uses images without masks too)")
     group.add_argument("--mean-teacher", action="store_true", help="train with an EMA teacher and consistency loss")
-    group.add_argument("--ema-decay", type=float, default=MeanTeacherConfig.ema_decay)
-    group.add_argument("--consistency-weight", type=float, default=MeanTeacherConfig.consistency_weight)
-    group.add_argument(
-        "--consistency-rampup",
-        type=int,
-        default=MeanTeacherConfig.rampup_steps,
-        help="steps of the sigmoid ramp-up of the consistency weight",
-    )
+    add_section_arguments(group, TEACHER)
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,11 +161,7 @@ def add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def mean_teacher_from_args(args: argparse.Namespace) -> MeanTeacherConfig | None:
-    if not args.mean_teacher:
-        return None
-    return MeanTeacherConfig(
-        ema_decay=args.ema_decay, consistency_weight=args.consistency_weight, rampup_steps=args.consistency_rampup
-    )
+    return section_from_args(args, TEACHER) if args.mean_teacher else None
 
 
 def privacy_from_args(args: argparse.Namespace, *, planned_rounds: int = 1) -> PrivacyConfig | None:
@@ -177,11 +196,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     group.add_argument("--steps", type=positive_int, default=2000)
     group.add_argument("--batch-size", type=positive_int, default=8)
-    group.add_argument("--lr", type=float, default=3e-3)
-    group.add_argument("--weight-decay", type=float, default=1e-4)
-    group.add_argument("--schedule", choices=SCHEDULES, default="onecycle")
-    group.add_argument("--focal-weight", type=float, default=1.0)
-    group.add_argument("--dice-weight", type=float, default=1.0)
+    add_section_arguments(group, OPTIM, aliases={"lr-schedule": "schedule"})
+    add_section_arguments(group, LOSS)
     add_semi_supervised_arguments(parser)
     add_privacy_arguments(parser)
     run = parser.add_argument_group("run")
@@ -207,8 +223,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=data,
         out=args.out,
         model=ModelConfig(name=model, in_channels=data.channels, options=dict(args.model_option)),
-        loss=LossConfig(focal_weight=args.focal_weight, dice_weight=args.dice_weight),
-        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule),
+        loss=section_from_args(args, LOSS),
+        optim=section_from_args(args, OPTIM),
         tiling=TilingConfig(tile_size=args.tile_size or default_tile_size(args.crop_size)),
         mean_teacher=mean_teacher_from_args(args),
         privacy=privacy_from_args(args),

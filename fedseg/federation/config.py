@@ -12,13 +12,13 @@ import math
 import re
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from fedseg.configuration import ConfigError
+from fedseg.configuration import ConfigError, FlatSection, coerce
 from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
@@ -31,11 +31,11 @@ from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import UNITS, PrivacyConfig
 from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
-from fedseg.training.config import SCHEDULES, OptimConfig
+from fedseg.training.config import OptimConfig, TrainConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.settings import SECTIONS
 from fedseg.volumes.config import VolumeConfig
-from fedseg.volumes.plan import volume_mode
 
 STRATEGIES = ("fedavg", "fedprox")
 # Noise multiplier of a training site's validation score released under DP (sensitivity 1: one unit's Dice);
@@ -84,12 +84,7 @@ RANGES = {
     "label_fraction": FRACTION,
     "local_steps": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
-    "lr": POSITIVE,
-    "weight_decay": NOT_NEGATIVE,
     "proximal_mu": NOT_NEGATIVE,
-    "ema_decay": Range(0, 1, low_open=True, high_open=True),
-    "consistency_weight": NOT_NEGATIVE,
-    "consistency_rampup": NOT_NEGATIVE,
     "dp_epsilon": NOT_NEGATIVE,
     "dp_delta": Range(0, 1, high_open=True),
     "dp_validation_noise": NOT_NEGATIVE,
@@ -100,11 +95,11 @@ RANGES = {
 }
 CHOICES = {
     "strategy": STRATEGIES,
-    "lr_schedule": SCHEDULES,
     "augment": AUGMENT_PRESETS,
     "channels": (1, 3),
     "privacy_unit": UNITS,
 }
+DEFAULT_FEDERATED_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -136,15 +131,12 @@ class FederationConfig:
     model_options: str = "{}"
     local_steps: int = 50
     batch_size: int = 8
-    lr: float = 1e-3
-    lr_schedule: str = "onecycle"
-    weight_decay: float = 1e-4
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=DEFAULT_FEDERATED_LR))
+    loss: LossConfig = field(default_factory=LossConfig)
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
-    mean_teacher: bool = False
-    ema_decay: float = 0.99
-    consistency_weight: float = 1.0
-    consistency_rampup: int = 200
+    mean_teacher: bool = False  # the switch; `teacher` holds its settings (used only when it is on)
+    teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
     dp_epsilon: float = 0.0
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
@@ -212,17 +204,18 @@ class FederationConfig:
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationConfig:
-        """Build from Flower's run config. Unknown keys and badly typed values name the key."""
+        """Build from Flower's run config. Unknown keys and badly typed values name the key and value."""
         hints = typing.get_type_hints(cls)
-        known = {f.name for f in fields(cls)}
+        plain, sections = _by_owner(run_config)
         values: dict[str, Any] = {}
-        for key, value in run_config.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                raise ConfigError(
-                    f"unknown run config key '{key}'; known keys: {', '.join(sorted(_key(n) for n in known))}"
-                )
-            values[name] = _coerce(key, value, hints[name])
+        try:
+            for name, (key, value) in plain.items():
+                values[name] = coerce(value, hints[name], key)
+            for section in SECTIONS:
+                if section.attribute in sections:
+                    values[section.attribute] = section.build(sections[section.attribute], _default(section.attribute))
+        except ConfigError as error:
+            raise ConfigError(f"run config {error}") from None
         return cls(**values)
 
     # -- derived settings -----------------------------------------------------------------------
@@ -275,12 +268,8 @@ class FederationConfig:
     @property
     def preprocessing(self) -> Preprocessing:
         """How the global model's inputs are prepared (written into its checkpoints)."""
-        return Preprocessing(
-            channels=self.channels,
-            resize=self.resize or None,
-            normalisation=self.normalisation,
-            mode=volume_mode(self.model_config.spatial_dims) if self.volumes else "2d",
-            spacing=self.volume_spacing or None,
+        return Preprocessing.of(
+            self.data_config(Path("."), ("centre",)), self.model_config.spatial_dims, volumes=self.volumes
         )
 
     @property
@@ -305,20 +294,30 @@ class FederationConfig:
 
     @property
     def local_config(self) -> LocalConfig:
-        teacher = None
-        if self.mean_teacher:
-            teacher = MeanTeacherConfig(
-                ema_decay=self.ema_decay,
-                consistency_weight=self.consistency_weight,
-                rampup_steps=self.consistency_rampup,
-            )
-        return LocalConfig(
-            loss=LossConfig(),
-            optim=OptimConfig(lr=self.lr, weight_decay=self.weight_decay, schedule=self.lr_schedule),
-            batch_size=self.batch_size,
-            mean_teacher=teacher,
+        """How every site trains: loss, optimiser, batch, Mean Teacher, DP (planned over the rounds), FedProx."""
+        return replace(
+            self.pooled_config(Path("."), ("centre",), Path(".")).local_config,
             privacy=self.privacy,
             fedprox_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
+        )
+
+    def pooled_config(self, root: Path, centres: tuple[str, ...], out: Path) -> TrainConfig:
+        """The pooled reference of this federation: the same data, model, loss, optimiser, Mean Teacher
+        and privacy settings over ``centres`` pooled, for every planned round's local steps."""
+        privacy = self.privacy
+        return TrainConfig(
+            data=self.data_config(root, centres),
+            out=out,
+            model=self.model_config,
+            loss=self.loss,
+            optim=self.optim,
+            tiling=self.inference_config.tiling({"crop_size": self.crop_size}),
+            mean_teacher=self.teacher if self.mean_teacher else None,
+            privacy=None if privacy is None else replace(privacy, planned_rounds=1, planned_releases=0),
+            steps=self.schedule_steps,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=self.device,
         )
 
     @property
@@ -336,7 +335,63 @@ class FederationConfig:
 
     def to_run_config(self) -> dict[str, Any]:
         """The kebab-case mapping this config came from (for logs and for resuming)."""
-        return {_key(f.name): getattr(self, f.name) for f in fields(self)}
+        flat: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if is_dataclass(value):
+                flat.update(_section(f.name).flatten(value))
+            else:
+                flat[_key(f.name)] = value
+        return flat
+
+
+@dataclass(frozen=True)
+class RunConfigKey:
+    """Where a flat run-config key lands: a field of FederationConfig, or a field of one of its SECTIONS."""
+
+    name: str
+    section: FlatSection | None = None
+
+
+def run_config_keys() -> dict[str, RunConfigKey]:
+    """Every run-config key (what ``[tool.flwr.app.config]`` must declare) and where it lands."""
+    keys = {_key(f.name): RunConfigKey(f.name) for f in fields(FederationConfig) if f.name not in _SECTION_NAMES}
+    for section in SECTIONS:
+        for key, name in section.keys().items():
+            if key in keys:
+                raise RuntimeError(f"run config key '{key}' of {section.cls.__name__} is also a FederationConfig key")
+            keys[key] = RunConfigKey(name, section)
+    return keys
+
+
+_SECTION_NAMES = {section.attribute for section in SECTIONS}
+
+
+def _by_owner(run_config: Mapping[str, Any]) -> tuple[dict[str, tuple[str, Any]], dict[str, dict[str, Any]]]:
+    """The run config's (key, value) per FederationConfig field, and each section's keys and values."""
+    owners = run_config_keys()
+    plain: dict[str, tuple[str, Any]] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for raw_key, value in run_config.items():
+        key = str(raw_key).replace("_", "-")
+        owner = owners.get(key)
+        if owner is None:
+            raise ConfigError(f"unknown run config key '{raw_key}'; known keys: {', '.join(sorted(owners))}")
+        if owner.section is None:
+            plain[owner.name] = (key, value)
+        else:
+            sections.setdefault(owner.section.attribute, {})[key] = value
+    return plain, sections
+
+
+def _default(name: str) -> Any:
+    """The default of FederationConfig's field ``name`` (the base a run config's keys of a section change)."""
+    found = next(f for f in fields(FederationConfig) if f.name == name)
+    return found.default_factory()  # type: ignore[misc]
+
+
+def _section(attribute: str) -> FlatSection:
+    return next(section for section in SECTIONS if section.attribute == attribute)
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
@@ -365,21 +420,3 @@ def override_value(item: str) -> Any:
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"run config '{key}' must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"run config '{key}' must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"run config '{key}' must be a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"run config '{key}' must be a string, got {value!r}")
-    return value

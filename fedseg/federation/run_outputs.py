@@ -97,7 +97,10 @@ class RunFolder:
     def _start_or_resume(self, current: dict[str, Any]) -> ResumePoint | None:
         if self.server_state.exists():
             saved = read_json_table(self.config_file)
-            changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+            defaults = type(self.config)().to_run_config()  # a key added since the run started had its default
+            changed = sorted(
+                k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current.get(k)
+            )
             if not self.config.resume:
                 raise ConfigError(
                     f"{self.root}: holds a federated run already; set run config 'resume = true' to "

@@ -250,7 +250,7 @@ class SiteRuntime:
             local=local,
             local_steps=self.config.local_steps,
             seed=self.seed,
-            schedule_steps=self.config.schedule_steps if self.config.lr_schedule != "constant" else None,
+            schedule_steps=self.config.schedule_steps if self.config.optim.schedule != "constant" else None,
             label=f"site {self.spec.name}, round {server_round}",
         )
         started = time.perf_counter()

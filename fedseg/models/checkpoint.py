@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,10 @@ from fedseg.integrity import DamagedFileError, sealed, unsealed
 from fedseg.models import ModelConfig, build_model
 from fedseg.models.state import clean_state_dict, load_model_state
 from fedseg.volumes.config import MODES, VolumeConfig
+from fedseg.volumes.plan import volume_mode
+
+if TYPE_CHECKING:
+    from fedseg.data.config import DataConfig
 
 FORMAT = "fedseg-checkpoint"
 FORMAT_VERSION = 1
@@ -55,6 +59,19 @@ class Preprocessing:
         if self.mode not in MODES:
             raise ValueError(f"preprocessing mode must be one of {MODES}, got '{self.mode}'")
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+    @classmethod
+    def of(cls, data: DataConfig, spatial_dims: int, *, volumes: bool) -> Preprocessing:
+        """The one way a run's preprocessing is made: from its data settings, and for volumes 2.5D slice
+        stacks or 3D by the model's spatial dimensions (pooled runs, the federation, the benchmarks)."""
+        return cls(
+            channels=data.channels,
+            resize=data.resize,
+            normalisation=data.normalisation,
+            mode=volume_mode(spatial_dims) if volumes else "2d",
+            spacing=data.volume.spacing,
+            percentiles=data.volume.percentiles,
+        )
 
     @property
     def volumes(self) -> bool:

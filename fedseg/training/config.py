@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedseg.configuration import check_finite, from_json, to_json
 from fedseg.data.config import DataConfig
 from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
+
+if TYPE_CHECKING:
+    from fedseg.training.local import LocalConfig
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -68,6 +73,23 @@ class TrainConfig:
             raise ValueError(
                 f"model in_channels ({self.model.in_channels}) must equal data channels ({self.data.channels})"
             )
+
+    @property
+    def local_config(self) -> LocalConfig:
+        """How the run trains: the one loop's settings (what a site's would be)."""
+        from fedseg.training.local import LocalConfig  # local.py imports this module
+
+        return LocalConfig(
+            loss=self.loss,
+            optim=self.optim,
+            batch_size=self.batch_size,
+            mean_teacher=self.mean_teacher,
+            privacy=self.privacy,
+        )
+
+    def preprocessing(self, *, volumes: bool) -> Preprocessing:
+        """How the run's inputs are prepared (``volumes``: the data are volumes, known once they are read)."""
+        return Preprocessing.of(self.data, self.model.spatial_dims, volumes=volumes)
 
     def to_json(self) -> dict:
         return to_json(self)

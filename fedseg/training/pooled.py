@@ -35,7 +35,7 @@ from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import mean_dice, score_records
 from fedseg.files import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
 from fedseg.integrity import DamagedFileError, sealed
-from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
+from fedseg.models.checkpoint import load_checkpoint, save_checkpoint
 from fedseg.models.state import unwrap
 from fedseg.outputs import check_output_folder, inputs_protected
 from fedseg.privacy.budget import PrivacyBudgetExhausted
@@ -43,10 +43,9 @@ from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
 from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
-from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.training.local import LocalState, LocalTrainer
 from fedseg.training.run_folder import StartPlan, load_resume_point, plan_start
 from fedseg.volumes.inference import make_predictor
-from fedseg.volumes.plan import volume_mode
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +73,6 @@ class RunFolder:
         self.resume = self.root / "checkpoints" / "resume.pt"
 
 
-def preprocessing_of(config: TrainConfig, *, volumes: bool = False) -> Preprocessing:
-    """How the run's inputs are prepared; for volumes, 2.5D slice stacks or 3D by the model's dimensions."""
-    return Preprocessing(
-        channels=config.data.channels,
-        resize=config.data.resize,
-        normalisation=config.data.normalisation,
-        mode=volume_mode(config.model.spatial_dims) if volumes else "2d",
-        spacing=config.data.volume.spacing,
-        percentiles=config.data.volume.percentiles,
-    )
-
-
-def local_config_of(config: TrainConfig) -> LocalConfig:
-    return LocalConfig(
-        loss=config.loss,
-        optim=config.optim,
-        batch_size=config.batch_size,
-        mean_teacher=config.mean_teacher,
-        privacy=config.privacy,
-    )
-
-
 def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device: torch.device) -> float | None:
     """Mean Dice over the run's validation images (None when there are none)."""
     if not data.val:
@@ -105,7 +82,7 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
         by_centre.setdefault(record.centre, []).append(record)
     predictor = make_predictor(
         unwrap(model),
-        preprocessing_of(config, volumes=data.volumes),
+        config.preprocessing(volumes=data.volumes),
         config.tiling,
         tta=False,
         device=device,
@@ -139,7 +116,7 @@ class PooledTrainer:
         self.best_step: int | None = saved.get("best_step") if saved else None
         self.trainer = LocalTrainer(
             model_config=config.model,
-            config=local_config_of(config),
+            config=config.local_config,
             dataset=self.data.train,
             device=self.device,
             seed=config.seed,
@@ -232,7 +209,7 @@ class PooledTrainer:
             path,
             model=unwrap(self.trainer.student),
             model_config=self.config.model,
-            preprocessing=preprocessing_of(self.config, volumes=self.data.volumes),
+            preprocessing=self.config.preprocessing(volumes=self.data.volumes),
             meta={**self._meta(), **meta},
         )
 

@@ -25,7 +25,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,44 +263,23 @@ def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
 
 
 def run_pooled(scale: Scale, experiment: Experiment, work: Path) -> Path:
-    from fedseg.data.augment import AugmentConfig
-    from fedseg.data.config import DataConfig
-    from fedseg.data.crops import CropConfig
-    from fedseg.data.splits import SplitConfig
-    from fedseg.inference.sliding_window import TilingConfig
-    from fedseg.models import ModelConfig
-    from fedseg.training.config import OptimConfig, TrainConfig
+    """The federation's pooled reference (``FederationConfig.pooled_config``: its data, model, loss,
+    optimiser and Mean Teacher settings over the training centres pooled, for rounds x local steps),
+    with a constant learning rate and no validation."""
+    from fedseg.federation.config import FederationConfig
     from fedseg.training.pooled import train
 
-    task = experiment.settings["task"]
     config = base_run_config(scale, experiment, work)
-    resize = config["resize"] or None
-    data = DataConfig(
-        root=Path(config["data-root"]),
-        centres=tuple(experiment.settings["centres"]),
-        resize=resize,
-        crop=CropConfig(size=scale.crop_size),
-        augment=AugmentConfig.preset(config.get("augment", "strong")),
-        split=SplitConfig(
-            seed=experiment.seed,
-            val_fraction=config.get("val-fraction", 0.15),
-            test_fraction=config.get("test-fraction", 0.0) if task == "polyp" else 0.0,
-        ),
-    )
-    steps = scale.rounds * scale.local_steps
-    train_config = TrainConfig(
-        data=data,
-        out=work / "run",
-        model=ModelConfig(options=json.loads(scale.model_options)),
-        optim=OptimConfig(lr=config.get("lr", 1e-3), schedule="constant"),
-        tiling=TilingConfig(tile_size=2 * scale.crop_size),
-        steps=steps,
-        batch_size=scale.batch_size,
-        seed=experiment.seed,
-        device=scale.device,
+    if experiment.settings["task"] != "polyp":
+        config["test-fraction"] = 0.0
+    federation = FederationConfig.from_run_config(config)
+    pooled = federation.pooled_config(Path(config["data-root"]), tuple(experiment.settings["centres"]), work / "run")
+    train_config = replace(
+        pooled,
+        optim=replace(pooled.optim, schedule="constant"),
         workers=0,
         val_every=0,
-        checkpoint_every=max(1, steps // 4),
+        checkpoint_every=max(1, pooled.steps // 4),
     )
     resume = (work / "run" / "checkpoints" / "resume.pt").exists()
     return train(train_config, resume=resume, progress=False).last_checkpoint

@@ -89,7 +89,7 @@ def training_step(model_config: ModelConfig, batch: int, crop: int, repeats: int
 def inference(model_config: ModelConfig, tile: int, overlap: float, repeats: int) -> dict[str, float]:
     image = (np.random.default_rng(0).random((960, 999, 3)) * 255).astype(np.uint8)
     tiling = TilingConfig(tile_size=tile, overlap=overlap, batch_size=4)
-    predictor = Predictor(build_model(model_config), Preprocessing(channels=3), tiling, tta=False, device=CPU)
+    predictor = Predictor(build_model(model_config), Preprocessing(), tiling, tta=False, device=CPU)
     usage = timed_usage(lambda: predictor.probabilities(image), repeats)
     return {**usage, "megapixels_per_second": image.shape[0] * image.shape[1] / usage["wall_seconds"] / 1e6}
 

@@ -38,7 +38,7 @@ from fedseg.models import ModelConfig
 from fedseg.models.state import unwrap
 from fedseg.plotting import plt, save_figure
 from fedseg.training.config import OptimConfig, TrainConfig
-from fedseg.training.pooled import PooledTrainer, preprocessing_of
+from fedseg.training.pooled import PooledTrainer
 from simulations.bench.common import write_result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def heldout_scorer(args: argparse.Namespace, config: TrainConfig) -> Callable[[n
 
     def score(model: nn.Module) -> float:
         predictor = Predictor(
-            unwrap(model), preprocessing_of(config), config.tiling, tta=False, device=torch.device("cpu")
+            unwrap(model), config.preprocessing(volumes=False), config.tiling, tta=False, device=torch.device("cpu")
         )
         result = score_records(predictor, records, threshold=0.5, with_hd95=False, progress=False)
         model.train()

@@ -7,9 +7,13 @@ import pytest
 import tomllib
 
 from fedseg.configuration import ConfigError
-from fedseg.federation.config import FederationConfig
+from fedseg.federation.config import FederationConfig, run_config_keys
 from fedseg.federation.identity import site_identity
 from fedseg.federation.sites import Shard, SiteSpec, parse_site, parse_site_map
+from fedseg.losses import LossConfig
+from fedseg.training.config import OptimConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.settings import SECTIONS
 from tests.conftest import REPO
 
 APP_CONFIG = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
@@ -31,10 +35,26 @@ def test_site_specs_parse_and_print_back() -> None:
 
 
 def test_pyproject_run_config_defaults_are_the_dataclass_defaults() -> None:
-    keys = {f.name.replace("_", "-") for f in fields(FederationConfig)}
-    assert set(APP_CONFIG) == keys
+    assert set(APP_CONFIG) == set(run_config_keys()), "declare every run-config key in [tool.flwr.app.config]"
     parsed = FederationConfig.from_run_config(APP_CONFIG)
     assert parsed == FederationConfig()
+    assert parsed.to_run_config() == APP_CONFIG
+
+
+def test_every_mean_teacher_loss_and_optimiser_field_is_a_run_config_key() -> None:
+    keys = run_config_keys()
+    for section in SECTIONS:
+        assert {f.name for f in fields(section.cls)} == {k.name for k in keys.values() if k.section is section}
+    config = FederationConfig.from_run_config(
+        {"mean-teacher": True, "noise-std": 0.05, "flips": False, "student-jitter": 0.0, "unlabelled-ratio": 0.5}
+    )
+    assert config.local_config.mean_teacher == MeanTeacherConfig(
+        noise_std=0.05, flips=False, student_jitter=0.0, unlabelled_ratio=0.5
+    )
+    loss = FederationConfig.from_run_config({"focal-weight": 0.0, "focal-alpha": 0.25, "lr-schedule": "cosine"})
+    assert loss.local_config.loss == LossConfig(focal_weight=0.0, alpha=0.25)
+    assert loss.local_config.optim == OptimConfig(lr=1e-3, schedule="cosine")
+    assert FederationConfig().local_config.loss.alpha is None  # focal-alpha = 0: unweighted
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -59,6 +79,24 @@ def test_bad_run_config_values_name_the_key() -> None:
         FederationConfig.from_run_config({"privacy-unit": "patient"})
     with pytest.raises(ConfigError, match="'dp-validation-noise' must be >= 0"):
         FederationConfig.from_run_config({"dp-validation-noise": -1.0})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("noise-std", "loud", "'noise-std' must be a number, got 'loud'"),
+        ("flips", 2, "'flips' must be true or false, got 2"),
+        ("ema-decay", 1.5, r"'ema-decay' = 1.5: ema_decay must be in \(0, 1\), got 1.5"),
+        ("lr-schedule", "step", r"'lr-schedule' = 'step': schedule must be one of"),
+        ("focal-weight", -1.0, "'focal-weight' = -1.0: loss weights must be >= 0"),
+        ("local-steps", 2.5, "'local-steps' must be an integer, got 2.5"),
+        ("he", "maybe", "'he' must be true or false, got 'maybe'"),
+        ("tracking", 3, "'tracking' must be a string, got 3"),
+    ],
+)
+def test_a_bad_value_names_its_key_and_value(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^run config {message}"):
+        FederationConfig.from_run_config({key: value})
 
 
 def test_the_privacy_plan_counts_the_validation_releases() -> None:
