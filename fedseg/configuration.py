@@ -179,7 +179,7 @@ class FlatSection:
     def build(self, values: Mapping[str, Any], base: Any = None) -> Any:
         """``base`` (default: ``cls()``) with the flat ``values`` set; errors name the keys and values."""
         names, hints = self.keys(), self.hints()
-        changes = {}
+        changes: dict[str, Any] = {}
         for key, value in values.items():
             name = names[key]
             if _is_optional(hints[name]) and _means_none(value):
@@ -195,7 +195,7 @@ class FlatSection:
     def flatten(self, config: Any) -> dict[str, Any]:
         """The flat keys and scalar values of ``config`` (None as 0, or "" for text)."""
         hints = self.hints()
-        flat = {}
+        flat: dict[str, Any] = {}
         for key, name in self.keys().items():
             value = getattr(config, name)
             if value is None:

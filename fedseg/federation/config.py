@@ -23,6 +23,7 @@ from fedseg.data.augment import AUGMENT_PRESETS, AugmentConfig
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
 from fedseg.data.splits import SplitConfig
+from fedseg.federation.site import SiteTrainingConfig
 from fedseg.federation.sites import SiteSpec, parse_site_map
 from fedseg.inference.predictor import InferenceConfig
 from fedseg.inference.sliding_window import DEFAULT_OVERLAP, default_tile_size
@@ -320,6 +321,20 @@ class FederationConfig:
             device=self.device,
         )
 
+    def site_training_config(self, *, seed: int, label: str, releases: bool = True) -> SiteTrainingConfig:
+        """One round of a site's training; ``releases`` False: the site has no validation images to release."""
+        local = self.local_config
+        if local.privacy is not None and not releases:
+            local = replace(local, privacy=replace(local.privacy, planned_releases=0))
+        return SiteTrainingConfig(
+            model=self.model_config,
+            local=local,
+            local_steps=self.local_steps,
+            seed=seed,
+            schedule_steps=self.schedule_steps if self.optim.schedule != "constant" else None,
+            label=label,
+        )
+
     @property
     def schedule_steps(self) -> int:
         """Steps a site's learning-rate schedule spans: every planned round's local steps."""
@@ -386,8 +401,10 @@ def _by_owner(run_config: Mapping[str, Any]) -> tuple[dict[str, tuple[str, Any]]
 
 def _default(name: str) -> Any:
     """The default of FederationConfig's field ``name`` (the base a run config's keys of a section change)."""
-    found = next(f for f in fields(FederationConfig) if f.name == name)
-    return found.default_factory()  # type: ignore[misc]
+    factory = next(f for f in fields(FederationConfig) if f.name == name).default_factory
+    if not callable(factory):
+        raise TypeError(f"FederationConfig.{name} has no default factory")
+    return factory()
 
 
 def _section(attribute: str) -> FlatSection:

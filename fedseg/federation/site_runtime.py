@@ -22,7 +22,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -37,7 +37,7 @@ from fedseg.devices import resolve_device
 from fedseg.evaluation.scoring import CentreResult, score_records
 from fedseg.federation.config import FederationConfig
 from fedseg.federation.protocol import weights_digest
-from fedseg.federation.site import SiteTrainingConfig, train_site
+from fedseg.federation.site import train_site
 from fedseg.federation.site_data import SiteData, load_site_data, select_site_records
 from fedseg.federation.sites import SiteSpec
 from fedseg.files import atomic_write_bytes
@@ -242,16 +242,10 @@ class SiteRuntime:
         global_weights = self.plaintext(global_model)
         data = self.data
         assert data.train is not None
-        local = self.config.local_config
-        if local.privacy is not None and not data.evaluation:  # no validation images: no releases to plan for
-            local = replace(local, privacy=replace(local.privacy, planned_releases=0))
-        config = SiteTrainingConfig(
-            model=self.config.model_config,
-            local=local,
-            local_steps=self.config.local_steps,
+        config = self.config.site_training_config(
             seed=self.seed,
-            schedule_steps=self.config.schedule_steps if self.config.optim.schedule != "constant" else None,
             label=f"site {self.spec.name}, round {server_round}",
+            releases=bool(data.evaluation),  # no validation images: no releases to plan for
         )
         started = time.perf_counter()
         update = train_site(global_weights, self._load_state(), data.train, config, device=self.device)
