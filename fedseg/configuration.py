@@ -189,8 +189,7 @@ class FlatSection:
         try:
             return dataclasses.replace(self.cls() if base is None else base, **changes)
         except (TypeError, ValueError) as error:
-            given = ", ".join(f"'{key}' = {value!r}" for key, value in values.items())
-            raise ConfigError(f"{given}: {error}") from None
+            raise ConfigError(_naming_keys(str(error), values, names)) from None
 
     def flatten(self, config: Any) -> dict[str, Any]:
         """The flat keys and scalar values of ``config`` (None as 0, or "" for text)."""
@@ -202,6 +201,15 @@ class FlatSection:
                 value = "" if str in typing.get_args(hints[name]) else 0
             flat[key] = value
         return flat
+
+
+def _naming_keys(message: str, values: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """A dataclass's error about field ``name`` as one about its flat key; otherwise prefixed by the keys given."""
+    for key in values:
+        if message.startswith(f"{names[key]} "):
+            return f"'{key}'{message[len(names[key]) :]}"
+    given = ", ".join(f"'{key}' = {value!r}" for key, value in values.items())
+    return f"{given}: {message}"
 
 
 def _means_none(value: Any) -> bool:

@@ -111,8 +111,9 @@ def test_run_config_and_flags_give_equal_configs(data: Path, settings: dict[str,
 def test_a_bad_flag_value_names_the_flag_and_value(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture) -> None:
     for argv, message in [
         (["--mean-teacher", "--noise-std", "loud"], "'noise-std' must be a number, got 'loud'"),
-        (["--mean-teacher", "--ema-decay", "1"], "'ema-decay' = '1': ema_decay must be in (0, 1)"),
-        (["--lr-schedule", "step"], "'lr-schedule' = 'step': schedule must be one of"),
+        (["--mean-teacher", "--ema-decay", "1"], "'ema-decay' must be in (0, 1), got 1.0"),
+        (["--lr-schedule", "step"], "'lr-schedule' must be one of ('onecycle', 'cosine', 'constant'), got 'step'"),
+        (["--focal-weight", "-1"], "'focal-weight' = '-1': loss weights must be >= 0"),
     ]:
         code = main(["train", "--data", str(data), "--centres", "A", "--out", str(tmp_path / "run"), *argv])
         assert code == 2 and message in capsys.readouterr().err

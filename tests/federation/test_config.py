@@ -86,8 +86,8 @@ def test_bad_run_config_values_name_the_key() -> None:
     [
         ("noise-std", "loud", "'noise-std' must be a number, got 'loud'"),
         ("flips", 2, "'flips' must be true or false, got 2"),
-        ("ema-decay", 1.5, r"'ema-decay' = 1.5: ema_decay must be in \(0, 1\), got 1.5"),
-        ("lr-schedule", "step", r"'lr-schedule' = 'step': schedule must be one of"),
+        ("ema-decay", 1.5, r"'ema-decay' must be in \(0, 1\), got 1.5"),
+        ("lr-schedule", "step", r"'lr-schedule' must be one of \('onecycle', 'cosine', 'constant'\), got 'step'"),
         ("focal-weight", -1.0, "'focal-weight' = -1.0: loss weights must be >= 0"),
         ("local-steps", 2.5, "'local-steps' must be an integer, got 2.5"),
         ("he", "maybe", "'he' must be true or false, got 'maybe'"),
