@@ -11,7 +11,7 @@ from fedseg.inference.sliding_window import TilingConfig
 from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig, PerturbationConfig
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -47,6 +47,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     mean_teacher: MeanTeacherConfig | None = None
+    perturb_inputs: PerturbationConfig | None = None  # supervised-only: the student's perturbations (LocalConfig)
     privacy: PrivacyConfig | None = None
     steps: int = 2000
     batch_size: int = 8

@@ -99,6 +99,7 @@ def local_config_of(config: TrainConfig) -> LocalConfig:
         batch_size=config.batch_size,
         mean_teacher=config.mean_teacher,
         privacy=config.privacy,
+        perturb_inputs=config.perturb_inputs,
     )
 
 
