@@ -97,6 +97,18 @@ class LocalConfig:
         return self.mean_teacher.student_perturbation if self.mean_teacher else self.perturb_inputs
 
 
+def balanced_rates(
+    units: Sequence[Sequence[int]], labelled: set[int], batch_size: int, unlabelled_ratio: float
+) -> list[float]:
+    """Poisson rates per privacy unit for an expected batch of ``batch_size`` images, labelled and unlabelled
+    in the ratio 1 : ``unlabelled_ratio`` (a unit with any labelled image is sampled as labelled)."""
+    is_labelled = [any(index in labelled for index in unit) for unit in units]
+    images = [sum(len(unit) for unit, flag in zip(units, is_labelled) if flag == side) for side in (True, False)]
+    shares = (1 / (1 + unlabelled_ratio), unlabelled_ratio / (1 + unlabelled_ratio))
+    rates = [min(1.0, batch_size * share / max(n, 1)) for share, n in zip(shares, images)]
+    return [rates[0] if flag else rates[1] for flag in is_labelled]
+
+
 @dataclass
 class LocalState:
     """What persists between runs of local training at one site. Never leaves the site."""
@@ -229,13 +241,19 @@ class LocalTrainer:
                     seed=self.seed,
                 )
             return UniformKeys(labelled, self.config.batch_size, seed=self.seed)
-        pool = labelled + unlabelled if self.config.mean_teacher is not None else labelled
+        mean_teacher = self.config.mean_teacher
+        pool = labelled + unlabelled if mean_teacher is not None else labelled
+        units = privacy_units(pool, privacy.unit, self._subjects(subjects))
+        rates = None
+        if mean_teacher is not None and mean_teacher.dp_balance:
+            rates = balanced_rates(units, set(labelled), self.config.batch_size, mean_teacher.unlabelled_ratio)
         self.private = PrivateTraining.start(
             privacy,
-            units=privacy_units(pool, privacy.unit, self._subjects(subjects)),
+            units=units,
             batch_size=self.config.batch_size,
             planned_steps=planned_steps,
             accountant=self.state.privacy,
+            rates=rates,
         )
         self.state.privacy = self.private.accountant
         self.student, self.optimizer = self.private.make_private(

@@ -43,6 +43,12 @@ class PerturbationConfig:
 
 @dataclass(frozen=True)
 class MeanTeacherConfig:
+    """Mean Teacher's settings. ``teacher_follows`` and ``round_blend``: where a site's teacher starts each
+    federated round (``teacher_for_round``). ``dp_balance``: under DP, labelled and unlabelled images are
+    Poisson-sampled at separate rates so that an expected batch holds them in the ratio
+    1 : ``unlabelled_ratio`` (without it, at the one rate of the whole pool); the accountant counts the
+    larger rate."""
+
     ema_decay: float = 0.99
     consistency_weight: float = 1.0
     rampup_steps: int = 200
@@ -52,6 +58,7 @@ class MeanTeacherConfig:
     unlabelled_ratio: float = 1.0
     teacher_follows: str = "reset"
     round_blend: float = 0.5
+    dp_balance: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ema_decay < 1.0:
@@ -64,6 +71,8 @@ class MeanTeacherConfig:
             raise ValueError(f"teacher_follows must be one of {TEACHER_FOLLOWS}, got '{self.teacher_follows}'")
         if not 0.0 <= self.round_blend < 1.0:
             raise ValueError(f"round_blend must be in [0, 1), got {self.round_blend}")
+        if self.dp_balance and self.unlabelled_ratio <= 0:
+            raise ValueError(f"dp_balance needs unlabelled_ratio > 0, got {self.unlabelled_ratio}")
 
     @property
     def student_perturbation(self) -> PerturbationConfig:
