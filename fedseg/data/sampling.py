@@ -73,7 +73,7 @@ class StratifiedKeys:
 
 class PoissonKeys:
     """Each unit of ``units`` (a list of image indices) is in a step's batch independently with
-    probability ``sample_rate``; a sampled unit brings all its images.
+    probability ``sample_rate`` (one for all, or one per unit); a sampled unit brings all its images.
 
     ``entropy(n)`` returns n secret random bytes (default ``os.urandom``).
     Steps are not reproducible, by design: nothing derived from a run's seed reaches this sampler.
@@ -82,16 +82,17 @@ class PoissonKeys:
     def __init__(
         self,
         units: Sequence[Sequence[int]],
-        sample_rate: float,
+        sample_rate: float | Sequence[float],
         *,
         entropy: Callable[[int], bytes] | None = None,
     ) -> None:
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        rates = np.broadcast_to(np.asarray(sample_rate, dtype=np.float64), (len(units),))
+        if not ((rates > 0.0) & (rates <= 1.0)).all():
+            raise ValueError(f"every sample_rate must be in (0, 1], got {sample_rate}")
         if not units or any(len(unit) == 0 for unit in units):
             raise ValueError("need at least one unit, and every unit needs at least one image")
         self.units = [list(unit) for unit in units]
-        self.sample_rate, self.entropy = sample_rate, entropy
+        self.sample_rate, self.entropy = rates, entropy
 
     def _bytes(self, count: int) -> bytes:
         return self.entropy(count) if self.entropy is not None else os.urandom(count)

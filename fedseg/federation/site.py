@@ -3,15 +3,16 @@
 The site starts from the global model and its own persistent ``LocalState`` (EMA teacher,
 privacy accountant, step count), trains ``local_steps`` steps with Mean Teacher and DP-SGD as
 configured, and returns the new weights, its number of examples, metrics and the new state.
-Before a round that would exceed the site's privacy budget it raises
-``PrivacyBudgetExhausted`` and trains nothing.
+The teacher starts each round from the global model, from the site's teacher of the last round,
+or from a blend of both (``MeanTeacherConfig.teacher_follows``). Before a round that would exceed
+the site's privacy budget it raises ``PrivacyBudgetExhausted`` and trains nothing.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from fedseg.data.crops import CropDataset
 from fedseg.models import ModelConfig
 from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
+from fedseg.training.mean_teacher import teacher_for_round
 from fedseg.training.progress import StepProgress
 
 
@@ -60,6 +62,9 @@ def train_site(
     workers: int = 0,
 ) -> SiteUpdate:
     """Train one round locally. Raises ``PrivacyBudgetExhausted`` (before any step) if over budget."""
+    mean_teacher = config.local.mean_teacher
+    if state is not None and mean_teacher is not None:
+        state = replace(state, teacher=teacher_for_round(state.teacher, global_weights, mean_teacher))
     trainer = LocalTrainer(
         model_config=config.model,
         config=config.local,

@@ -85,9 +85,17 @@ class PrivateTraining:
     each (``unit = image``) or all images of one subject (``unit = subject``).
     """
 
-    def __init__(self, accountant: SiteAccountant, *, units: Sequence[Sequence[int]], max_grad_norm: float) -> None:
+    def __init__(
+        self,
+        accountant: SiteAccountant,
+        *,
+        units: Sequence[Sequence[int]],
+        max_grad_norm: float,
+        rates: Sequence[float] | None = None,
+    ) -> None:
         self.accountant, self.max_grad_norm = accountant, max_grad_norm
         self.units = [list(unit) for unit in units]
+        self.rates = list(rates) if rates is not None else None
         self._unit_of = {index: number for number, unit in enumerate(self.units) for index in unit}
         self.model: nn.Module | None = None
         self.optimizer: DPOptimizer | None = None
@@ -101,13 +109,20 @@ class PrivateTraining:
         batch_size: int,
         planned_steps: int,
         accountant: SiteAccountant | None = None,
+        rates: Sequence[float] | None = None,
     ) -> PrivateTraining:
         """Continue ``accountant`` (the site's stored one), or calibrate a new one for the plan.
 
-        The expected batch is ``batch_size`` images: sampling rate ``batch_size / images`` per unit.
+        The expected batch is ``batch_size`` images: sampling rate ``batch_size / images`` per unit;
+        or ``rates``, one per unit. The accountant then counts the largest rate: a unit's privacy loss
+        depends only on its own inclusion probability (the other units are sampled independently, alike
+        in both neighbouring datasets), and the sampled Gaussian's RDP grows with it, so the epsilon of
+        the largest rate bounds every unit's.
         """
+        if rates is not None and len(rates) != len(units):
+            raise ValueError(f"{len(rates)} sampling rates for {len(units)} privacy units")
         n_images = sum(len(unit) for unit in units)
-        sample_rate = min(1.0, batch_size / n_images)
+        sample_rate = min(1.0, batch_size / n_images) if rates is None else max(rates)
         if accountant is None:
             accountant = calibrated_accountant(
                 config, n_units=len(units), sample_rate=sample_rate, planned_steps=planned_steps
@@ -124,7 +139,7 @@ class PrivateTraining:
                 sample_rate,
             )
             accountant.sample_rate = sample_rate
-        private = cls(accountant, units=units, max_grad_norm=config.max_grad_norm)
+        private = cls(accountant, units=units, max_grad_norm=config.max_grad_norm, rates=rates)
         if noise_is_hopeless(accountant.noise_multiplier, private.expected_batch_size):
             logger.warning(
                 "DP-SGD noise multiplier %.1f exceeds the expected batch of %.1f %ss: each step's noise is larger "
@@ -139,7 +154,7 @@ class PrivateTraining:
     @property
     def expected_batch_size(self) -> float:
         """Expected units per batch: the optimiser divides the noised sum by it."""
-        return self.accountant.sample_rate * len(self.units)
+        return sum(self.rates) if self.rates is not None else self.accountant.sample_rate * len(self.units)
 
     # -- wrapping and sampling ------------------------------------------------------------------
     def make_private(
@@ -159,7 +174,7 @@ class PrivateTraining:
         return self.model, self.optimizer
 
     def sampler(self) -> PoissonKeys:
-        return PoissonKeys(self.units, self.accountant.sample_rate)
+        return PoissonKeys(self.units, self.rates if self.rates is not None else self.accountant.sample_rate)
 
     # -- the step -------------------------------------------------------------------------------
     def check_budget(self, steps: int) -> None:

@@ -13,7 +13,7 @@ from fedseg.losses import LossConfig
 from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import Preprocessing
 from fedseg.privacy.budget import PrivacyConfig
-from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig, PerturbationConfig
 
 if TYPE_CHECKING:
     from fedseg.training.local import LocalConfig
@@ -52,6 +52,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     mean_teacher: MeanTeacherConfig | None = None
+    perturb_inputs: PerturbationConfig | None = None  # supervised-only: the student's perturbations (LocalConfig)
     privacy: PrivacyConfig | None = None
     steps: int = 2000
     batch_size: int = 8
@@ -85,6 +86,7 @@ class TrainConfig:
             batch_size=self.batch_size,
             mean_teacher=self.mean_teacher,
             privacy=self.privacy,
+            perturb_inputs=self.perturb_inputs,
         )
 
     def preprocessing(self, *, volumes: bool) -> Preprocessing:

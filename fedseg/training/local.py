@@ -36,6 +36,7 @@ from fedseg.training.config import OptimConfig
 from fedseg.training.mean_teacher import (
     MeanTeacherConfig,
     Perturbation,
+    PerturbationConfig,
     consistency_weight,
     ema_update,
     make_teacher,
@@ -62,6 +63,9 @@ class LocalConfig:
     """How a site (or the pooled reference) trains: loss, optimiser, batch, Mean Teacher, DP, FedProx.
 
     ``grad_sample_mode`` overrides the model's Opacus per-sample-gradient mode (None: the zoo's choice).
+    ``perturb_inputs``: without Mean Teacher, the student still trains on inputs perturbed this way
+    (noise, flips, jitter), so that supervised-only and Mean Teacher compare on the same inputs; with
+    Mean Teacher it must be None or the Mean Teacher student's own perturbation.
     """
 
     loss: LossConfig = field(default_factory=LossConfig)
@@ -71,6 +75,7 @@ class LocalConfig:
     privacy: PrivacyConfig | None = None
     fedprox_mu: float = 0.0
     grad_sample_mode: str | None = None
+    perturb_inputs: PerturbationConfig | None = None
 
     def __post_init__(self) -> None:
         if self.grad_sample_mode not in (None, "hooks", "ew", "functorch"):
@@ -79,6 +84,29 @@ class LocalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.fedprox_mu < 0:
             raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+        mean_teacher = self.mean_teacher
+        if mean_teacher and self.perturb_inputs not in (None, mean_teacher.student_perturbation):
+            raise ValueError(
+                f"perturb_inputs ({self.perturb_inputs}) differs from Mean Teacher's student perturbation "
+                f"({mean_teacher.student_perturbation}): set noise_std, flips and student_jitter instead"
+            )
+
+    @property
+    def student_perturbation(self) -> PerturbationConfig | None:
+        """How the student's inputs are perturbed (None: not at all)."""
+        return self.mean_teacher.student_perturbation if self.mean_teacher else self.perturb_inputs
+
+
+def balanced_rates(
+    units: Sequence[Sequence[int]], labelled: set[int], batch_size: int, unlabelled_ratio: float
+) -> list[float]:
+    """Poisson rates per privacy unit for an expected batch of ``batch_size`` images, labelled and unlabelled
+    in the ratio 1 : ``unlabelled_ratio`` (a unit with any labelled image is sampled as labelled)."""
+    is_labelled = [any(index in labelled for index in unit) for unit in units]
+    images = [sum(len(unit) for unit, flag in zip(units, is_labelled) if flag == side) for side in (True, False)]
+    shares = (1 / (1 + unlabelled_ratio), unlabelled_ratio / (1 + unlabelled_ratio))
+    rates = [min(1.0, batch_size * share / max(n, 1)) for share, n in zip(shares, images)]
+    return [rates[0] if flag else rates[1] for flag in is_labelled]
 
 
 @dataclass
@@ -169,7 +197,7 @@ class LocalTrainer:
         self.keys = self._build_sampler(planned_steps, model_config, subjects)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
         self.consistency = ConsistencyLoss(reduction="none")
-        # Mean Teacher's perturbations: seeded per step without DP (a resumed run repeats them); under DP
+        # The student's (and teacher's) perturbations: seeded per step without DP (a resumed run repeats them); under DP
         # from OS entropy, like everything random in a private step.
         self.noise_generator = torch.Generator()
         if self.private is not None:
@@ -213,13 +241,19 @@ class LocalTrainer:
                     seed=self.seed,
                 )
             return UniformKeys(labelled, self.config.batch_size, seed=self.seed)
-        pool = labelled + unlabelled if self.config.mean_teacher is not None else labelled
+        mean_teacher = self.config.mean_teacher
+        pool = labelled + unlabelled if mean_teacher is not None else labelled
+        units = privacy_units(pool, privacy.unit, self._subjects(subjects))
+        rates = None
+        if mean_teacher is not None and mean_teacher.dp_balance:
+            rates = balanced_rates(units, set(labelled), self.config.batch_size, mean_teacher.unlabelled_ratio)
         self.private = PrivateTraining.start(
             privacy,
-            units=privacy_units(pool, privacy.unit, self._subjects(subjects)),
+            units=units,
             batch_size=self.config.batch_size,
             planned_steps=planned_steps,
             accountant=self.state.privacy,
+            rates=rates,
         )
         self.state.privacy = self.private.accountant
         self.student, self.optimizer = self.private.make_private(
@@ -243,16 +277,10 @@ class LocalTrainer:
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample supervised loss (0 without a mask) and per-sample consistency loss (0 without a teacher)."""
         images = batch["image"]
-        mean_teacher = self.config.mean_teacher
+        mean_teacher, perturbation = self.config.mean_teacher, self.config.student_perturbation
         student_view = None
-        if mean_teacher is not None:
-            student_view = Perturbation(
-                len(images),
-                noise_std=mean_teacher.noise_std,
-                flips=mean_teacher.flips,
-                generator=self.noise_generator,
-                jitter=mean_teacher.student_jitter,
-            )
+        if perturbation is not None:
+            student_view = Perturbation(len(images), perturbation, generator=self.noise_generator)
             images = student_view.apply(images)
         with autocast(self.device):
             logits = self.student(images).float()
@@ -261,9 +289,7 @@ class LocalTrainer:
         supervised = self.loss_fn(logits, batch["mask"]) * batch["labelled"].to(logits.dtype)
         if mean_teacher is None or self.teacher is None:
             return supervised, torch.zeros_like(supervised)
-        teacher_view = Perturbation(
-            len(images), noise_std=mean_teacher.noise_std, flips=mean_teacher.flips, generator=self.noise_generator
-        )
+        teacher_view = Perturbation(len(images), mean_teacher.teacher_perturbation, generator=self.noise_generator)
         with torch.no_grad(), autocast(self.device):
             teacher_logits = teacher_view.undo(self.teacher(teacher_view.apply(batch["image"])).float())
         return supervised, self.consistency(logits, teacher_logits)

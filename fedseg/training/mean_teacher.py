@@ -5,12 +5,19 @@ the student closely (decay ``min(1 - 1/(t+1), ema_decay)``). Student and teacher
 independently perturbed copies of each crop (Gaussian noise, flips; the student also a random
 per-channel gain and offset); flips are undone on the logits before the two are compared, and
 the consistency weight ramps up along a sigmoid.
+
+In a federation the student restarts from the global model each round; ``teacher_follows`` says
+where the teacher starts (``teacher_for_round``): ``reset`` from the global weights, ``site`` from
+the site's own teacher of the last round, ``blend`` from an average of the two (an EMA over global
+models, weight ``round_blend`` on the site's teacher).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +25,30 @@ from torch import nn
 
 from fedseg.models.state import unwrap
 
+TEACHER_FOLLOWS = ("reset", "site", "blend")
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """The student's view of a crop: Gaussian noise, random flips and a per-channel gain and offset (jitter)."""
+
+    noise_std: float = 0.15
+    flips: bool = True
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.noise_std < 0 or self.jitter < 0:
+            raise ValueError(f"noise_std and jitter must be >= 0, got {self.noise_std}, {self.jitter}")
+
 
 @dataclass(frozen=True)
 class MeanTeacherConfig:
+    """Mean Teacher's settings. ``teacher_follows`` and ``round_blend``: where a site's teacher starts each
+    federated round (``teacher_for_round``). ``dp_balance``: under DP, labelled and unlabelled images are
+    Poisson-sampled at separate rates so that an expected batch holds them in the ratio
+    1 : ``unlabelled_ratio`` (without it, at the one rate of the whole pool); the accountant counts the
+    larger rate."""
+
     ema_decay: float = 0.99
     consistency_weight: float = 1.0
     rampup_steps: int = 200
@@ -28,6 +56,9 @@ class MeanTeacherConfig:
     flips: bool = True
     student_jitter: float = 0.25
     unlabelled_ratio: float = 1.0
+    teacher_follows: str = "reset"
+    round_blend: float = 0.5
+    dp_balance: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ema_decay < 1.0:
@@ -36,6 +67,35 @@ class MeanTeacherConfig:
             raise ValueError("consistency_weight, rampup_steps, noise_std and student_jitter must be >= 0")
         if self.unlabelled_ratio < 0:
             raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio}")
+        if self.teacher_follows not in TEACHER_FOLLOWS:
+            raise ValueError(f"teacher_follows must be one of {TEACHER_FOLLOWS}, got '{self.teacher_follows}'")
+        if not 0.0 <= self.round_blend < 1.0:
+            raise ValueError(f"round_blend must be in [0, 1), got {self.round_blend}")
+        if self.dp_balance and self.unlabelled_ratio <= 0:
+            raise ValueError(f"dp_balance needs unlabelled_ratio > 0, got {self.unlabelled_ratio}")
+
+    @property
+    def student_perturbation(self) -> PerturbationConfig:
+        return PerturbationConfig(noise_std=self.noise_std, flips=self.flips, jitter=self.student_jitter)
+
+    @property
+    def teacher_perturbation(self) -> PerturbationConfig:
+        return PerturbationConfig(noise_std=self.noise_std, flips=self.flips, jitter=0.0)
+
+
+def teacher_for_round(
+    teacher: Mapping[str, torch.Tensor] | None, global_weights: Mapping[str, torch.Tensor], config: MeanTeacherConfig
+) -> OrderedDict[str, torch.Tensor] | None:
+    """The weights a site's teacher starts a round from (None: a copy of the student, i.e. the global model)."""
+    if teacher is None or config.teacher_follows == "reset":
+        return None
+    if config.teacher_follows == "site":
+        return OrderedDict(teacher)
+    blend = config.round_blend
+    return OrderedDict(
+        (name, blend * value + (1 - blend) * global_weights[name] if value.dtype.is_floating_point else value)
+        for name, value in teacher.items()
+    )
 
 
 def consistency_weight(step: int, config: MeanTeacherConfig) -> float:
@@ -75,11 +135,11 @@ class Perturbation:
     a held-out hospital needs. ``undo`` flips logits back to the input's frame.
     """
 
-    def __init__(
-        self, batch: int, *, noise_std: float, flips: bool, generator: torch.Generator, jitter: float = 0.0
-    ) -> None:
-        self.noise_std, self.jitter = noise_std, jitter
-        draws = torch.rand(2, batch, generator=generator) < 0.5 if flips else torch.zeros(2, batch, dtype=torch.bool)
+    def __init__(self, batch: int, config: PerturbationConfig, *, generator: torch.Generator) -> None:
+        self.noise_std, self.jitter = config.noise_std, config.jitter
+        draws = (
+            torch.rand(2, batch, generator=generator) < 0.5 if config.flips else torch.zeros(2, batch, dtype=torch.bool)
+        )
         self.flip_h, self.flip_v = draws[0], draws[1]
         self.generator = generator
 

@@ -7,14 +7,17 @@ Run folder::
 
     config.json        the TrainConfig (a resumed run must match it)
     manifest.json      the splits
-    log.jsonl          one line per logged step and per validation
+    log.jsonl          one line per logged step and per validation (with Mean Teacher: student and teacher)
     privacy.jsonl      the privacy ledger (with --dp-epsilon): a row per checkpoint, best model and interrupt
-    checkpoints/last.pt, best.pt     self-describing model checkpoints
+    checkpoints/last.pt, best.pt     self-describing model checkpoints: the student's last weights, and the
+                                     best validated model (student or, with Mean Teacher, teacher: meta 'weights')
+    checkpoints/teacher-last.pt      with Mean Teacher: the teacher's last weights
     checkpoints/resume.pt            model, optimiser and local state (with the accountant) for --resume
 
-Order of writes: ``resume.pt`` (which holds the accountant), then its ledger row, then ``best.pt``
-and ``last.pt``, so that a crash between two writes never leaves a model on disk whose steps the
-ledger does not hold. Under DP the batches are drawn from OS entropy: a resumed run counts every
+Order of writes: ``resume.pt`` (which holds the accountant and the teacher), then its ledger row, then
+``best.pt``, ``last.pt`` and ``teacher-last.pt``, so that a crash between two writes never leaves a
+model on disk whose steps the ledger does not hold. The teacher is an average of DP students:
+post-processing, it costs no privacy. Under DP the batches are drawn from OS entropy: a resumed run counts every
 step in the same ledger and ends at the same epsilon, with other batches than an uninterrupted run.
 """
 
@@ -57,6 +60,8 @@ class TrainResult:
     best_val_dice: float | None
     last_checkpoint: Path
     epsilon: float | None = None
+    best_checkpoint: Path | None = None  # the better validated model (None without validation)
+    teacher_checkpoint: Path | None = None  # with Mean Teacher: the teacher's last weights
 
 
 class RunFolder:
@@ -70,13 +75,15 @@ class RunFolder:
         self.privacy = self.root / "privacy.jsonl"
         self.last = self.root / "checkpoints" / "last.pt"
         self.best = self.root / "checkpoints" / "best.pt"
+        self.teacher_last = self.root / "checkpoints" / "teacher-last.pt"
         self.resume = self.root / "checkpoints" / "resume.pt"
 
 
 def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device: torch.device) -> float | None:
-    """Mean Dice over the run's validation images (None when there are none)."""
+    """Mean Dice over the run's validation images (None when there are none); the model keeps its mode."""
     if not data.val:
         return None
+    training = model.training
     by_centre: dict[str, list] = {}
     for record in data.val:
         by_centre.setdefault(record.centre, []).append(record)
@@ -89,7 +96,7 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
         patch_slices=config.data.volume.patch_slices,
     )
     results = [score_records(predictor, records, with_hd95=False, progress=False) for records in by_centre.values()]
-    model.train()
+    model.train(training)
     return mean_dice(results)
 
 
@@ -114,6 +121,7 @@ class PooledTrainer:
         )
         self.best: float | None = saved["best"] if saved else None
         self.best_step: int | None = saved.get("best_step") if saved else None
+        self.best_weights: str = saved.get("best_weights", "student") if saved else "student"
         self.trainer = LocalTrainer(
             model_config=config.model,
             config=config.local_config,
@@ -199,28 +207,41 @@ class PooledTrainer:
                     "local_state": self.trainer.export_state().to_bytes(),
                     "best": self.best,
                     "best_step": self.best_step,
+                    "best_weights": self.best_weights,
                 }
             ),
             self.folder.resume,
         )
 
-    def _save_model(self, path: Path, meta: dict[str, Any]) -> None:
+    def _models(self) -> dict[str, torch.nn.Module]:
+        """The models a run can release: the student, and with Mean Teacher its teacher."""
+        models = {"student": unwrap(self.trainer.student)}
+        if self.trainer.teacher is not None:
+            models["teacher"] = self.trainer.teacher
+        return models
+
+    def _save_model(self, path: Path, meta: dict[str, Any], weights: str = "student") -> None:
         save_checkpoint(
             path,
-            model=unwrap(self.trainer.student),
+            model=self._models()[weights],
             model_config=self.config.model,
             preprocessing=self.config.preprocessing(volumes=self.data.volumes),
-            meta={**self._meta(), **meta},
+            meta={**self._meta(), **meta, "weights": weights},
         )
+
+    def _save_best(self) -> None:
+        self._save_model(self.folder.best, {"val_dice": self.best}, self.best_weights)
 
     def _checkpoint(self, *, best: bool, last: bool) -> None:
         """Resume point, ledger row, then the model files (see the module's order of writes)."""
         self._save_resume()
         self._ledger()
         if best:
-            self._save_model(self.folder.best, {"val_dice": self.best})
+            self._save_best()
         if last:
             self._save_model(self.folder.last, {"best_val_dice": self.best})
+            if self.trainer.teacher is not None:
+                self._save_model(self.folder.teacher_last, {"best_val_dice": self.best}, "teacher")
 
     def _repair_best(self) -> None:
         """A crash between resume.pt and best.pt: the resumed model is the best one; write it."""
@@ -228,16 +249,24 @@ class PooledTrainer:
             return
         if self.folder.best.exists() and load_checkpoint(self.folder.best).meta.get("step") == self.step:
             return
-        self._save_model(self.folder.best, {"val_dice": self.best})
+        self._save_best()
 
     def _validate(self) -> bool:
-        """Validate; True when this is the best model so far (the caller then writes best.pt)."""
-        dice = validate(self.trainer.student, self.config, self.data, self.device)
-        append_jsonl(self.folder.log, {"step": self.step, "event": "validation", "val_dice": dice})
-        self.tracker.log_metrics({"validation/dice": dice}, step=self.step)
+        """Validate the student (and teacher); True when the better of them is the best model so far
+        (the caller then writes it to best.pt). Ties go to the student."""
+        scores = {name: validate(model, self.config, self.data, self.device) for name, model in self._models().items()}
+        weights = _released(scores)
+        dice = scores[weights]
+        record: dict[str, Any] = {"step": self.step, "event": "validation", "val_dice": dice}
+        metrics: dict[str, Any] = {"validation/dice": dice}
+        if len(scores) > 1:
+            record.update({f"{name}_dice": score for name, score in scores.items()}, weights=weights)
+            metrics.update({f"validation/{name}_dice": score for name, score in scores.items()})
+        append_jsonl(self.folder.log, record)
+        self.tracker.log_metrics(metrics, step=self.step)
         if dice is None or (self.best is not None and dice <= self.best):
             return False
-        self.best, self.best_step = dice, self.step
+        self.best, self.best_step, self.best_weights = dice, self.step, weights
         return True
 
     def _ledger_so_far(self) -> int:
@@ -308,7 +337,9 @@ class PooledTrainer:
         finally:
             bar.close()
         folder = self.folder
-        self.tracker.log_artifacts([folder.last, folder.best, folder.log, folder.privacy, folder.manifest])
+        self.tracker.log_artifacts(
+            [folder.last, folder.best, folder.teacher_last, folder.log, folder.privacy, folder.manifest]
+        )
         self.tracker.close()
         private = self.trainer.private
         return TrainResult(
@@ -317,7 +348,15 @@ class PooledTrainer:
             best_val_dice=self.best,
             last_checkpoint=self.folder.last,
             epsilon=private.epsilon() if private else None,
+            best_checkpoint=folder.best if self.best is not None else None,
+            teacher_checkpoint=folder.teacher_last if self.trainer.teacher is not None else None,
         )
+
+
+def _released(scores: dict[str, float | None]) -> str:
+    """The model to release: the best scoring (the first one, the student, on ties and without scores)."""
+    ranked = {name: -1.0 if score is None else score for name, score in scores.items()}
+    return max(ranked, key=ranked.__getitem__)
 
 
 def _drop_after(path: Path, step: int) -> list[dict[str, Any]]:

@@ -60,3 +60,14 @@ def test_stratified_batches_add_unlabelled_images_to_a_full_labelled_batch() -> 
     assert len(labelled_only.keys_for_step(0)) == 8
     with pytest.raises(ValueError, match="at least one labelled"):
         StratifiedKeys([], [1, 2], 4, unlabelled_ratio=1.0, seed=0)
+
+
+def test_poisson_rates_may_differ_per_unit() -> None:
+    rates = [0.1] * 10 + [0.6] * 10
+    sampler = PoissonKeys(_units(20), rates)
+    counts = np.zeros(20)
+    for step in range(3000):
+        counts[[index for index, _ in sampler.keys_for_step(step)]] += 1
+    assert np.allclose(counts / 3000, rates, atol=0.04)
+    with pytest.raises(ValueError, match=r"every sample_rate must be in \(0, 1\]"):
+        PoissonKeys(_units(2), [0.5, 0.0])

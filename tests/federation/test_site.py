@@ -13,7 +13,7 @@ from fedseg.federation.site import SiteTrainingConfig, train_site
 from fedseg.models import ModelConfig, build_model
 from fedseg.models.state import model_state
 from fedseg.privacy import PrivacyBudgetExhausted, PrivacyConfig
-from fedseg.training.local import LocalConfig, LocalState
+from fedseg.training.local import LocalConfig, LocalState, LocalTrainer
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from tests.privacy.test_accountant import independent_epsilon
 
@@ -71,3 +71,38 @@ def test_site_state_round_trips_through_bytes_and_keeps_the_teacher(site_data: T
     assert all(torch.equal(restored.teacher[k], update.state.teacher[k]) for k in update.state.teacher)
     # The update carries the student only; the teacher stays at the site.
     assert any(not torch.equal(update.weights[k], update.state.teacher[k]) for k in update.weights)
+
+
+class Built(Exception):
+    """Raised by the spy once the round's teacher is built: nothing more of the round is needed."""
+
+
+@pytest.mark.parametrize("follows", ["reset", "site", "blend"])
+def test_each_round_the_teacher_starts_from_the_global_model_the_site_teacher_or_a_blend(
+    follows: str, site_data: TrainingCrops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mean_teacher = MeanTeacherConfig(rampup_steps=2, teacher_follows=follows, round_blend=0.25)
+    config = SiteTrainingConfig(model=MODEL, local=LocalConfig(batch_size=2, mean_teacher=mean_teacher), local_steps=2)
+    first = train_site(_global(), None, site_data, config, device=CPU)
+    site_teacher = LocalState.from_bytes(first.state.to_bytes()).teacher
+    torch.manual_seed(1)
+    new_global = model_state(build_model(MODEL))  # the next round's global model: unlike anything the site holds
+    real_build = LocalTrainer._build_teacher
+
+    def build(trainer: LocalTrainer) -> torch.nn.Module:
+        teacher = real_build(trainer)
+        raise Built(teacher.state_dict())
+
+    monkeypatch.setattr(LocalTrainer, "_build_teacher", build)
+    with pytest.raises(Built) as built:
+        train_site(new_global, first.state, site_data, config, device=CPU)
+    teacher = built.value.args[0]
+    expected = {
+        "reset": new_global,
+        "site": site_teacher,
+        "blend": {k: 0.25 * v + 0.75 * new_global[k] if v.is_floating_point() else v for k, v in site_teacher.items()},
+    }[follows]
+    assert set(teacher) == set(expected)
+    assert all(torch.allclose(teacher[k], expected[k]) for k in expected)
+    if follows != "reset":
+        assert any(not torch.allclose(teacher[k], new_global[k]) for k in new_global)

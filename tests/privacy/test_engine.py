@@ -114,3 +114,14 @@ def test_too_small_an_epsilon_names_the_option_and_hopeless_noise_warns(
         )
     assert private.accountant.noise_multiplier > 4
     assert "will learn next to nothing" in caplog.text and "--dp-epsilon" in caplog.text
+
+
+def test_per_unit_rates_are_accounted_at_the_largest_and_set_the_expected_batch() -> None:
+    units, rates, budget = [[i] for i in range(8)], [0.1] * 4 + [0.3] * 4, PrivacyConfig(epsilon=8.0)
+    private = PrivateTraining.start(budget, units=units, batch_size=4, planned_steps=10, rates=rates)
+    assert private.accountant.sample_rate == 0.3 and private.expected_batch_size == pytest.approx(1.6)
+    assert list(private.sampler().sample_rate) == rates
+    uniform = PrivateTraining.start(budget, units=units, batch_size=4, planned_steps=10)
+    assert uniform.accountant.sample_rate == 0.5 and uniform.accountant.noise_multiplier > 0
+    with pytest.raises(ValueError, match="3 sampling rates for 8 privacy units"):
+        PrivateTraining.start(budget, units=units, batch_size=4, planned_steps=10, rates=rates[:3])

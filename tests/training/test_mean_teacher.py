@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from fedseg.models import ModelConfig, build_model
-from fedseg.training.mean_teacher import MeanTeacherConfig, Perturbation, consistency_weight, ema_update, make_teacher
+from fedseg.training.mean_teacher import (
+    MeanTeacherConfig,
+    Perturbation,
+    PerturbationConfig,
+    consistency_weight,
+    ema_update,
+    make_teacher,
+)
 
 
 def test_consistency_weight_ramps_up_along_a_sigmoid() -> None:
@@ -39,7 +46,7 @@ def test_ema_warm_up_follows_the_student_then_averages() -> None:
 
 def test_perturbation_flips_are_undone_exactly() -> None:
     generator = torch.Generator().manual_seed(0)
-    view = Perturbation(8, noise_std=0.0, flips=True, generator=generator)
+    view = Perturbation(8, PerturbationConfig(noise_std=0.0, jitter=0.0), generator=generator)
     x = torch.randn(8, 1, 5, 7)
     assert torch.equal(view.undo(view.apply(x)), x)
     assert bool(view.flip_h.any()) and bool((~view.flip_h).any())

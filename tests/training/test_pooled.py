@@ -19,6 +19,7 @@ from fedseg.privacy import PrivacyConfig
 from fedseg.training import pooled
 from fedseg.training.config import TrainConfig
 from fedseg.training.local import LocalTrainer
+from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.run_folder import load_resume_point
 from tests.tracking.test_tracking import scalars_of
 
@@ -181,6 +182,7 @@ def test_a_run_killed_at_any_write_of_a_checkpoint_never_holds_a_model_the_ledge
             data=data,
             model=TINIEST,
             privacy=PrivacyConfig(epsilon=8.0),
+            mean_teacher=MeanTeacherConfig(),  # teacher-last.pt and a teacher best.pt are written too
             steps=2,
             checkpoint_every=1,
             val_every=1,
@@ -205,3 +207,37 @@ def test_a_run_killed_at_any_write_of_a_checkpoint_never_holds_a_model_the_ledge
         assert rows[-1]["epsilon"] == pytest.approx(result.epsilon, rel=1e-12)
         models, resumed, ledger = _on_disk(run)
         assert all(step <= ledger for step in models) and resumed == ledger == 2
+
+
+def test_mean_teacher_run_scores_saves_and_releases_the_better_of_student_and_teacher(
+    retina_crops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both models are validated (really: the teacher stays in eval mode), the teacher is saved, and best.pt
+    holds whichever scored best. The scores are then replaced by fixed ones so that the teacher of step 2 wins."""
+    real_validate, scored = pooled.validate, []
+    fixed = iter([0.3, 0.6, 0.5, 0.1])  # student, teacher at step 2; student, teacher at step 4
+
+    def validate(model: torch.nn.Module, *args: object) -> float | None:
+        training = model.training
+        assert real_validate(model, *args) is not None and model.training == training
+        scored.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(fixed)
+
+    monkeypatch.setattr(pooled, "validate", validate)
+    config = tiny_config(retina_crops, tmp_path / "run", mean_teacher=MeanTeacherConfig(rampup_steps=2))
+    result = pooled.train(config, progress=False, tracking="none")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert result.best_val_dice == 0.6 and result.teacher_checkpoint == checkpoints / "teacher-last.pt"
+    rows = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r.get("event") == "validation"]
+    assert [(r["student_dice"], r["teacher_dice"], r["val_dice"], r["weights"]) for r in rows] == [
+        (0.3, 0.6, 0.6, "teacher"),
+        (0.5, 0.1, 0.5, "student"),
+    ]
+    best = load_checkpoint(checkpoints / "best.pt")
+    assert best.meta["weights"] == "teacher" and best.meta["step"] == 2 and best.meta["val_dice"] == 0.6
+    assert all(torch.equal(best.state_dict[k], scored[1][k]) for k in scored[1])
+    teacher, student = load_checkpoint(checkpoints / "teacher-last.pt"), load_checkpoint(checkpoints / "last.pt")
+    assert (teacher.meta["weights"], teacher.meta["step"], student.meta["weights"]) == ("teacher", 4, "student")
+    assert all(torch.equal(teacher.state_dict[k], scored[3][k]) for k in scored[3])
+    assert all(torch.equal(student.state_dict[k], scored[2][k]) for k in scored[2])
+    assert any(not torch.equal(teacher.state_dict[k], student.state_dict[k]) for k in scored[2])
