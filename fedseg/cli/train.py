@@ -22,7 +22,7 @@ from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
 from fedseg.training.config import TrainConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
 from fedseg.training.pooled import train
-from fedseg.training.settings import HELP, LOSS, OPTIM, TEACHER
+from fedseg.training.settings import HELP, LOSS, OPTIM, TEACHER, supervised_perturbation
 from fedseg.volumes.config import VolumeConfig
 from fedseg.volumes.plan import plan_for_dataset
 
@@ -139,6 +139,12 @@ def _dest(section: FlatSection, key: str) -> str:
 def add_semi_supervised_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Mean Teacher (semi-supervised: uses images without masks too)")
     group.add_argument("--mean-teacher", action="store_true", help="train with an EMA teacher and consistency loss")
+    group.add_argument(
+        "--perturb-inputs",
+        action="store_true",
+        help="without --mean-teacher: train on the Mean Teacher student's perturbed inputs (--noise-std, --flips, "
+        "--student-jitter), for a fair comparison with Mean Teacher",
+    )
     add_section_arguments(group, TEACHER)
 
 
@@ -227,6 +233,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         optim=section_from_args(args, OPTIM),
         tiling=TilingConfig(tile_size=args.tile_size or default_tile_size(args.crop_size)),
         mean_teacher=mean_teacher_from_args(args),
+        perturb_inputs=supervised_perturbation(
+            section_from_args(args, TEACHER), mean_teacher=args.mean_teacher, perturb_inputs=args.perturb_inputs
+        ),
         privacy=privacy_from_args(args),
         steps=args.steps,
         batch_size=args.batch_size,

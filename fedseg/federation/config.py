@@ -35,7 +35,7 @@ from fedseg.tracking import DEFAULT_TRACKING, TrackingConfig
 from fedseg.training.config import OptimConfig, TrainConfig
 from fedseg.training.local import LocalConfig
 from fedseg.training.mean_teacher import MeanTeacherConfig
-from fedseg.training.settings import SECTIONS
+from fedseg.training.settings import SECTIONS, supervised_perturbation
 from fedseg.volumes.config import VolumeConfig
 
 STRATEGIES = ("fedavg", "fedprox")
@@ -138,6 +138,7 @@ class FederationConfig:
     proximal_mu: float = 0.01
     mean_teacher: bool = False  # the switch; `teacher` holds its settings (used only when it is on)
     teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    perturb_inputs: bool = False  # supervised-only trains on the Mean Teacher student's perturbations
     dp_epsilon: float = 0.0
     dp_delta: float = 0.0
     max_grad_norm: float = 1.0
@@ -314,6 +315,9 @@ class FederationConfig:
             optim=self.optim,
             tiling=self.inference_config.tiling({"crop_size": self.crop_size}),
             mean_teacher=self.teacher if self.mean_teacher else None,
+            perturb_inputs=supervised_perturbation(
+                self.teacher, mean_teacher=self.mean_teacher, perturb_inputs=self.perturb_inputs
+            ),
             privacy=None if privacy is None else replace(privacy, planned_rounds=1, planned_releases=0),
             steps=self.schedule_steps,
             batch_size=self.batch_size,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fedseg.configuration import FlatSection
 from fedseg.losses import LossConfig
 from fedseg.training.config import OptimConfig
-from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.mean_teacher import MeanTeacherConfig, PerturbationConfig
 
 OPTIM = FlatSection("optim", OptimConfig, {"schedule": "lr-schedule"})
 LOSS = FlatSection("loss", LossConfig, {"gamma": "focal-gamma", "alpha": "focal-alpha"})
@@ -33,5 +33,19 @@ HELP = {
     "noise-std": "Gaussian noise added to the student's and the teacher's inputs",
     "flips": "random flips of the student's and the teacher's inputs (undone on the logits)",
     "student-jitter": "the student's random per-channel gain and offset (another scanner's look)",
-    "unlabelled-ratio": "unlabelled images per labelled one in a batch (without DP)",
+    "unlabelled-ratio": "unlabelled images per labelled one in a batch (and with dp-balance, under DP)",
+    "teacher-follows": "where a site's teacher starts each federated round: reset (the global model), site "
+    "(its own teacher of the last round) or blend",
+    "round-blend": "with teacher-follows = blend: the weight of the site's teacher against the global model",
+    "dp-balance": "under DP, sample labelled and unlabelled images at separate Poisson rates "
+    "(1 : unlabelled-ratio in an expected batch; accounted at the larger rate)",
 }
+
+
+def supervised_perturbation(
+    teacher: MeanTeacherConfig, *, mean_teacher: bool, perturb_inputs: bool
+) -> PerturbationConfig | None:
+    """What ``perturb-inputs`` means: without Mean Teacher, the student trains on the inputs the Mean Teacher
+    student would see (``noise-std``, ``flips``, ``student-jitter``), so that the two compare fairly. With
+    Mean Teacher on, the student's perturbation is its own already (None here)."""
+    return teacher.student_perturbation if perturb_inputs and not mean_teacher else None

@@ -14,7 +14,7 @@ from fedseg.cli import build_parser, main
 from fedseg.cli.train import config_from_args
 from fedseg.federation.config import FederationConfig
 from fedseg.training.config import TrainConfig
-from fedseg.training.mean_teacher import MeanTeacherConfig
+from fedseg.training.mean_teacher import PerturbationConfig
 from fedseg.training.settings import TEACHER
 
 CENTRES = ("A", "B")
@@ -47,6 +47,9 @@ ROWS: list[dict[str, Any]] = [
         "flips": False,
         "student-jitter": 0.0,
         "unlabelled-ratio": 0.5,
+        "teacher-follows": "blend",
+        "round-blend": 0.3,
+        "dp-balance": True,
     },
     {
         "channels": 1,
@@ -60,6 +63,7 @@ ROWS: list[dict[str, Any]] = [
         "flips": True,
         "lr-schedule": "constant",
     },
+    {"perturb-inputs": True, "noise-std": 0.1, "flips": False, "student-jitter": 0.5},
 ]
 
 
@@ -89,7 +93,9 @@ def from_cli(data: Path, settings: dict[str, Any]) -> TrainConfig:
     return config_from_args(build_parser().parse_args(argv))
 
 
-@pytest.mark.parametrize("settings", ROWS, ids=["defaults", "data-loss-mean-teacher", "volumes-dp"])
+@pytest.mark.parametrize(
+    "settings", ROWS, ids=["defaults", "data-loss-mean-teacher", "volumes-dp", "perturbed-supervised"]
+)
 def test_run_config_and_flags_give_equal_configs(data: Path, settings: dict[str, Any]) -> None:
     defaults = {"lr": 3e-3} if "lr" not in settings else {}  # fedseg train's default lr; the federation's is 1e-3
     federation = FederationConfig.from_run_config({**defaults, **settings, "volumes": "volume-spacing" in settings})
@@ -104,8 +110,11 @@ def test_run_config_and_flags_give_equal_configs(data: Path, settings: dict[str,
     planned = None if site.privacy is None else replace(site.privacy, planned_rounds=1, planned_releases=0)
     assert replace(site, privacy=planned) == cli.local_config
     assert cli.mean_teacher == (federation.teacher if settings.get("mean-teacher") else None)
-    given = {key: value for key, value in settings.items() if key in TEACHER.keys()}
-    assert given.items() <= TEACHER.flatten(cli.mean_teacher or MeanTeacherConfig()).items()
+    if settings.get("perturb-inputs"):  # supervised-only on the Mean Teacher student's inputs
+        assert cli.local_config.perturb_inputs == PerturbationConfig(noise_std=0.1, flips=False, jitter=0.5)
+    if cli.mean_teacher is not None:
+        given = {key: value for key, value in settings.items() if key in TEACHER.keys()}
+        assert given.items() <= TEACHER.flatten(cli.mean_teacher).items()
 
 
 def test_a_bad_flag_value_names_the_flag_and_value(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture) -> None:
