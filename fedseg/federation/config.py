@@ -1,8 +1,12 @@
 """The federation's settings, built once from Flower's run config (kebab-case keys, scalar values).
 
-Every key of ``[tool.flwr.app.config]`` in pyproject.toml maps to one field here; a named
-experiment (``simulations/<name>.toml``) overrides some of them. Zero means "off" or
-"default" where a setting is optional (``dp-epsilon = 0`` trains without DP).
+Every key of ``[tool.flwr.app.config]`` in pyproject.toml maps to one field here, or to a field of
+one of the nested optimiser, loss and Mean Teacher configs (``fedseg.training.settings.SECTIONS``:
+every field of those is a key; ``run_config_keys`` lists them all); a named experiment
+(``simulations/<name>.toml``) overrides some of them. Zero means "off" or "default" where a setting is
+optional (``dp-epsilon = 0`` trains without DP). The configs a site, the server and the pooled
+reference use are derived here (``local_config``, ``site_training_config``, ``data_config``,
+``preprocessing``, ``pooled_config``), never rebuilt elsewhere.
 """
 
 from __future__ import annotations
