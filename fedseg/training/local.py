@@ -197,8 +197,8 @@ class LocalTrainer:
         self.keys = self._build_sampler(planned_steps, model_config, subjects)
         self.loss_fn = FocalDiceLoss.from_config(config.loss, reduction="none")
         self.consistency = ConsistencyLoss(reduction="none")
-        # The student's (and teacher's) perturbations: seeded per step without DP (a resumed run repeats them); under DP
-        # from OS entropy, like everything random in a private step.
+        # The student's (and teacher's) perturbations: seeded per step without DP (a resumed run repeats
+        # them); under DP from OS entropy, like everything random in a private step.
         self.noise_generator = torch.Generator()
         if self.private is not None:
             self.noise_generator.manual_seed(secret_seed())
