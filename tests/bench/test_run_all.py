@@ -163,3 +163,16 @@ def test_a_quick_slice_runs_as_a_part_and_its_files_parse(tmp_path: Path, capsys
     assert (tmp_path / "accuracy-retina-CHASE_DB1.png").stat().st_size > 1000
     show_plan(QUICK, tmp_path)
     assert f"done  {SLICE}" in capsys.readouterr().out
+
+
+def test_saved_round_counts_a_round_only_once_its_resume_point_is_written(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    assert parts.saved_round(tmp_path) == 0
+    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n')
+    (tmp_path / "checkpoints" / "server.pt").write_bytes(b"resume point of round 1")
+    assert parts.saved_round(tmp_path) == 1
+    time.sleep(0.01)
+    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n{"round": 2}\n')  # round 2 logged, not yet saved
+    assert parts.saved_round(tmp_path) == 1
+    (tmp_path / "checkpoints" / "server.pt").write_bytes(b"resume point of round 2")
+    assert parts.saved_round(tmp_path) == 2
