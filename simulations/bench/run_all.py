@@ -574,18 +574,34 @@ def run_parts(
         if budget_minutes is not None and time.monotonic() - started >= budget_minutes * 60:
             print(f"--budget-minutes {budget_minutes:g} spent", flush=True)
             break
+        if not run_to_the_end(scale, part, out):
+            return 1
+    left = sum(1 for p in plan(scale) if not parts.is_done(out, p))
+    print(f"{left} part(s) left; results in {out / 'RESULTS.md'}")
+    return 0
+
+
+def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
+    """Run ``part`` in a process of its own, again while it stops at the time limit having made progress;
+    False when it failed or made none (the run folder's ``flwr-run.log`` says why)."""
+    command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", scale.name, "--out", str(out)]
+    reached = parts.read_progress(out).get(part.name, {}).get("reached", part.first - 1)
+    if parts.is_done(out, part):
+        print(f"{part.name}: done already", flush=True)
+    while not parts.is_done(out, part):
         print(f"{part.name} (about {part.minutes:.1f} min)", flush=True)
-        command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", scale.name, "--out", str(out)]
         completed = subprocess.run([*command, "--one-part", part.name], cwd=REPO, check=False)
         write_results(out, scale.name, pending=pending_rows(scale, out))
         if completed.returncode != 0:
             print(f"  failed (exit {completed.returncode}); see the log above", flush=True)
-            return 1
+            return False
+        before, reached = reached, parts.read_progress(out)[part.name]["reached"]
+        if not parts.is_done(out, part) and reached <= before:
+            print(f"  made no progress (at {reached}); see {out / 'work' / part.experiment / 'run'}", flush=True)
+            return False
         if not parts.is_done(out, part):
-            print(f"  stopped at {parts.PART_MINUTES:g} minutes before its end; --next continues it", flush=True)
-    left = sum(1 for p in plan(scale) if not parts.is_done(out, p))
-    print(f"{left} part(s) left; results in {out / 'RESULTS.md'}")
-    return 0
+            print(f"  stopped at {parts.PART_MINUTES:g} minutes at {reached} of {part.last}; continuing", flush=True)
+    return True
 
 
 def pending_rows(scale: Scale, out: Path) -> list[tuple[str, str]]:

@@ -176,3 +176,30 @@ def test_saved_round_counts_a_round_only_once_its_resume_point_is_written(tmp_pa
     assert parts.saved_round(tmp_path) == 1
     (tmp_path / "checkpoints" / "server.pt").write_bytes(b"resume point of round 2")
     assert parts.saved_round(tmp_path) == 2
+
+
+def test_a_part_stopped_at_the_time_limit_runs_again_while_it_makes_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulations.bench import run_all
+
+    def attempts_reaching(part: parts.Part, reached_each_time: list[int]) -> list[int]:
+        """Replace the part's process with one that records the next ``reached``; returns the attempts made."""
+        attempts: list[int] = []
+
+        def run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+            assert command[-2:] == ["--one-part", part.name]
+            attempts.append(reached_each_time[len(attempts)])
+            parts.record(tmp_path, part, reached=attempts[-1], seconds=600.0)
+            return subprocess.CompletedProcess(command, 0)
+
+        monkeypatch.setattr(run_all.subprocess, "run", run)
+        return attempts
+
+    part = next(p for p in plan(QUICK) if p.unit == "rounds")
+    attempts = attempts_reaching(part, [1, 2, part.last])
+    assert run_all.run_to_the_end(QUICK, part, tmp_path) and attempts == [1, 2, part.last]
+    assert parts.read_progress(tmp_path)[part.name]["attempts"] == 3
+    stuck = parts.Part("stuck@rounds-1-3", "stuck", "rounds", 1, 3, 3, 1.0)
+    attempts = attempts_reaching(stuck, [1, 1, 1])
+    assert not run_all.run_to_the_end(QUICK, stuck, tmp_path) and attempts == [1, 1]  # no progress: gives up
