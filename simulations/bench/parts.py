@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 import tomli_w
 
-from fedseg.files import atomic_write_json, read_jsonl
+from fedseg.files import atomic_write_json
 
 PART_MINUTES = 10.0  # a part stops here, done or not
 PLAN_MINUTES = 8.0  # parts are cut so that their estimate fits this (room for a slower machine)
@@ -143,22 +144,33 @@ class Stop:
 
 
 def saved_round(run: Path) -> int:
-    """The last round whose resume point the server wrote (rounds.jsonl's line comes first, then server.pt)."""
-    rounds, state = run / "rounds.jsonl", run / "checkpoints" / "server.pt"
-    if not rounds.exists() or not state.exists():
+    """The round of the server's resume point (``checkpoints/server.pt``, written after the round's log
+    lines and checkpoints); 0 before the first. Read again only when the file changed."""
+    state = run / "checkpoints" / "server.pt"
+    if not state.exists():
         return 0
-    lines = read_jsonl(rounds)
-    last = int(lines[-1]["round"]) if lines else 0
-    return last if state.stat().st_mtime_ns >= rounds.stat().st_mtime_ns else last - 1
+    key = (str(state), state.stat().st_mtime_ns)
+    if key not in _SAVED_ROUNDS:
+        import torch
+
+        _SAVED_ROUNDS[key] = int(torch.load(state, map_location="cpu", weights_only=True)["round"])
+    return _SAVED_ROUNDS[key]
+
+
+_SAVED_ROUNDS: dict[tuple[str, int], int] = {}
 
 
 def simulate_until(config: dict[str, Any], stop: Stop) -> int:
     """Run (or resume) the federation of ``config`` until round ``stop.last`` is saved, the run ends or
-    the deadline passes; the simulation is then stopped, and the next call resumes it. Returns the last
-    saved round. The log of ``flwr run`` is appended to ``<out>/flwr-run.log``."""
+    the deadline passes; the simulation is then stopped, and the next call resumes it. A last part
+    lets the run end by itself (summary, learning curve). Returns the last saved round. The log of
+    ``flwr run`` is appended to ``<out>/flwr-run.log``."""
     from simulations import launch
 
     out = Path(config["out"])
+    if saved_round(out) >= stop.last:
+        return saved_round(out)
+    until = stop.last if stop.last < int(config["num-server-rounds"]) else math.inf  # the last part: run to the end
     out.mkdir(parents=True, exist_ok=True)
     (out / "run-config.toml").write_text(tomli_w.dumps(config))
     n_sites = len([s for s in config["site-map"].split(",") if s.strip()])
@@ -170,7 +182,7 @@ def simulate_until(config: dict[str, Any], stop: Stop) -> int:
     try:
         with (out / "flwr-run.log").open("ab") as log:
             process = subprocess.Popen(command, cwd=launch.REPO, env=launch.flower_env(), stdout=log, stderr=log)
-            while process.poll() is None and saved_round(out) < stop.last and time.monotonic() < stop.deadline:
+            while process.poll() is None and saved_round(out) < until and time.monotonic() < stop.deadline:
                 time.sleep(2.0)
             if process.poll() is None:
                 process.terminate()

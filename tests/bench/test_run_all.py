@@ -12,6 +12,8 @@ import pytest
 
 from fedseg.data.config import DataConfig
 from fedseg.data.crops import CropConfig
+from fedseg.files import atomic_torch_save
+from fedseg.integrity import sealed
 from fedseg.models import ModelConfig
 from fedseg.models.checkpoint import load_checkpoint
 from fedseg.training.config import OptimConfig, TrainConfig
@@ -165,16 +167,20 @@ def test_a_quick_slice_runs_as_a_part_and_its_files_parse(tmp_path: Path, capsys
     assert f"done  {SLICE}" in capsys.readouterr().out
 
 
-def test_saved_round_counts_a_round_only_once_its_resume_point_is_written(tmp_path: Path) -> None:
-    (tmp_path / "checkpoints").mkdir()
+def test_saved_round_is_the_round_of_the_servers_resume_point(tmp_path: Path) -> None:
     assert parts.saved_round(tmp_path) == 0
-    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n')
-    (tmp_path / "checkpoints" / "server.pt").write_bytes(b"resume point of round 1")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n{"round": 2}\n')  # round 2 logged, not yet saved
+    atomic_torch_save(
+        sealed({"round": 1, "weights": {}, "encrypted": None, "best_validation_dice": None}),
+        tmp_path / "checkpoints" / "server.pt",
+    )
     assert parts.saved_round(tmp_path) == 1
     time.sleep(0.01)
-    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n{"round": 2}\n')  # round 2 logged, not yet saved
-    assert parts.saved_round(tmp_path) == 1
-    (tmp_path / "checkpoints" / "server.pt").write_bytes(b"resume point of round 2")
+    atomic_torch_save(
+        sealed({"round": 2, "weights": {}, "encrypted": None, "best_validation_dice": None}),
+        tmp_path / "checkpoints" / "server.pt",
+    )
     assert parts.saved_round(tmp_path) == 2
 
 
