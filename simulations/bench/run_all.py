@@ -4,6 +4,7 @@
     python -m simulations.bench.run_all --profile cpu --next      # run the next unfinished part (<= 10 min)
     python -m simulations.bench.run_all --profile cpu --next 50   # ... the next 50, one after the other
     python -m simulations.bench.run_all --profile cpu --part ID   # run one part by name
+    python -m simulations.bench.run_all --profile cpu --next 9 --tables accuracy/retina/CHASE_DB1,cost
     python -m simulations.bench.run_all --profile cpu             # every part left (--budget-minutes M: stop)
     python -m simulations.bench.run_all --quick                   # smoke test: every path, numbers meaningless
     python -m simulations.bench.run_all --budget-minutes 9        # the full suite, in parts (GPU machine)
@@ -485,9 +486,11 @@ def _heldout_megapixels(experiment: Experiment) -> float:
     return parts.HELDOUT_MEGAPIXELS.get(heldout, 20.0)
 
 
-def plan(scale: Scale) -> list[parts.Part]:
-    """Every experiment of ``scale`` cut into parts of at most ``parts.PLAN_MINUTES`` estimated minutes."""
-    return [part for experiment in all_experiments(scale) for part in parts.cut(work_of(scale, experiment))]
+def plan(scale: Scale, tables: list[str] | None = None) -> list[parts.Part]:
+    """Every experiment of ``scale`` (of the tables whose names start with one of ``tables``, when given)
+    cut into parts of at most ``parts.PLAN_MINUTES`` estimated minutes."""
+    chosen = [e for e in all_experiments(scale) if tables is None or e.table.startswith(tuple(tables))]
+    return [part for experiment in chosen for part in parts.cut(work_of(scale, experiment))]
 
 
 def run_part(scale: Scale, part: parts.Part, out: Path) -> bool:
@@ -531,12 +534,12 @@ def write_row(scale: Scale, experiment: Experiment, out: Path, work: Path, *, se
     atomic_write_json(out / f"{experiment.id}.json", result)
 
 
-def show_plan(scale: Scale, out: Path) -> int:
+def show_plan(scale: Scale, out: Path, selected: list[str] | None = None) -> int:
     """Print the parts, their estimated minutes and whether each is done; then the totals per table."""
     progress = parts.read_progress(out)
     tables = {e.id: e.table for e in all_experiments(scale)}
     totals: dict[str, list[float]] = {}
-    for part in plan(scale):
+    for part in plan(scale, selected):
         finished = parts.is_done(out, part)
         spent = progress.get(part.name, {}).get("seconds")
         state = "done" if finished else (f"{spent / 60:4.1f} min spent" if spent else "")
@@ -549,19 +552,25 @@ def show_plan(scale: Scale, out: Path) -> int:
         print(f"{minutes / 60:5.1f} h  ({left / 60:5.1f} h left)  {table}")
     all_minutes, left = sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())
     print(
-        f"{len(plan(scale))} parts, estimated {all_minutes / 60:.1f} hours in all on a quiet 2-core machine "
+        f"{len(plan(scale, selected))} parts, estimated {all_minutes / 60:.1f} hours in all on a quiet 2-core machine "
         f"({left / 60:.1f} hours left); a part stops at {parts.PART_MINUTES:g} minutes whatever it reached"
     )
     return 0
 
 
 def run_parts(
-    scale: Scale, out: Path, *, names: list[str] | None, count: int, budget_minutes: float | None = None
+    scale: Scale,
+    out: Path,
+    *,
+    names: list[str] | None,
+    count: int,
+    budget_minutes: float | None = None,
+    tables: list[str] | None = None,
 ) -> int:
-    """Run the named parts, or the next ``count`` unfinished ones, each in a process of its own; no part
-    starts after ``budget_minutes``."""
+    """Run the named parts, or the next ``count`` unfinished ones (of ``tables``), each in a process of its
+    own; no part starts after ``budget_minutes``."""
     started = time.monotonic()
-    pending = [p for p in plan(scale) if not parts.is_done(out, p)]
+    pending = [p for p in plan(scale, tables) if not parts.is_done(out, p)]
     chosen = [p for p in plan(scale) if p.name in names] if names else pending[:count]
     unknown = sorted(set(names or []) - {p.name for p in chosen})
     if unknown:
@@ -576,7 +585,7 @@ def run_parts(
             break
         if not run_to_the_end(scale, part, out):
             return 1
-    left = sum(1 for p in plan(scale) if not parts.is_done(out, p))
+    left = sum(1 for p in plan(scale, tables) if not parts.is_done(out, p))
     print(f"{left} part(s) left; results in {out / 'RESULTS.md'}")
     return 0
 
@@ -694,6 +703,9 @@ def main() -> int:
     parser.add_argument("--plan", action="store_true", help="the parts, their estimated minutes, what is done")
     parser.add_argument("--next", type=int, nargs="?", const=1, default=None, metavar="N", help="run the next N parts")
     parser.add_argument("--part", default=None, help="comma-separated part names (see --plan) to run")
+    parser.add_argument(
+        "--tables", default=None, help="--plan/--next: only tables starting with these (comma-separated), e.g. cost"
+    )
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop after this long; run again to resume")
     parser.add_argument("--only", default=None, help="comma-separated experiment ids")
     parser.add_argument("--list", action="store_true")
@@ -715,15 +727,16 @@ def main() -> int:
             done = "done" if (out / f"{experiment.id}.json").exists() else "    "
             print(f"{done}  {experiment.id}")
         return 0
+    tables = args.tables.split(",") if args.tables else None
     if args.plan:
-        return show_plan(scale, out)
+        return show_plan(scale, out, tables)
     every_part = scale is CPU and not args.only  # the cpu profile runs in parts only
     if args.next is not None or args.part or every_part:
         if missing_data():
             return 2
         names = args.part.split(",") if args.part else None
         count = len(plan(scale)) if args.next is None else args.next
-        return run_parts(scale, out, names=names, count=count, budget_minutes=args.budget_minutes)
+        return run_parts(scale, out, names=names, count=count, budget_minutes=args.budget_minutes, tables=tables)
     only = set(args.only.split(",")) if args.only else None
     return run_suite(scale, out, budget_minutes=args.budget_minutes, only=only)
 

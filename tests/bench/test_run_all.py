@@ -89,6 +89,9 @@ def test_the_cpu_plan_cuts_every_row_into_parts_of_at_most_ten_minutes() -> None
     assert max(p.minutes for p in cpu_plan) < parts.PART_MINUTES
     federated = [p for p in cpu_plan if p.unit == "rounds"]
     assert any(not p.final for p in federated)  # 24 rounds do not fit one part: rows resume across parts
+    assert [p.name for p in plan(CPU, ["cost"])] == ["cost--dp-overhead", "cost--he-overhead", "cost--sites-scaling"]
+    headline = plan(CPU, ["accuracy/retina/CHASE_DB1"])
+    assert headline == cpu_plan[: len(headline)]  # the headline table runs first
 
 
 def test_cut_fits_the_budget_and_keeps_at_least_one_unit_per_part() -> None:
