@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,48 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+def process_tree(roots: list[int]) -> set[int]:
+    """``roots`` and every process descended from them (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo += children.get(pid, [])
+    return tree
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """Memory of a process tree in KiB: summed resident memory (shared pages counted once per process)
+    and summed proportional set size (shared pages split between the processes that map them)."""
+
+    processes: int
+    rss_kib: int
+    pss_kib: int
+
+
+def tree_memory(roots: list[int], *, include_roots: bool = True) -> TreeMemory:
+    """Memory of ``roots`` and their descendants (only the descendants when ``include_roots`` is false)."""
+    rss = pss = count = 0
+    for pid in process_tree(roots) - (set() if include_roots else set(roots)):
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+            rss += int(fields["Rss"].split()[0])
+            pss += int(fields["Pss"].split()[0])
+            count += 1
+        except (OSError, KeyError, ValueError):
+            continue  # the process ended, or is not ours to read
+    return TreeMemory(count, rss, pss)
 
 
 def write_result(path: str | os.PathLike[str] | None, name: str, results: Any, **settings: Any) -> dict[str, Any]:

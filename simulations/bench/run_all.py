@@ -1,8 +1,20 @@
 """Reproduce fedseg's results: accuracy on held-out centres, privacy-utility, and cost.
 
-    python -m simulations.bench.run_all --quick                 # a 2-core CPU, under 15 minutes
-    python -m simulations.bench.run_all --budget-minutes 9      # the full suite, in parts (GPU machine)
-    python -m simulations.bench.run_all --list                  # what would run, and what is done
+    python -m simulations.bench.run_all --profile cpu --plan      # the CPU results: parts, minutes, total
+    python -m simulations.bench.run_all --profile cpu --next      # run the next unfinished part (<= 10 min)
+    python -m simulations.bench.run_all --profile cpu --next 50   # ... the next 50, one after the other
+    python -m simulations.bench.run_all --profile cpu --part ID   # run one part by name
+    python -m simulations.bench.run_all --profile cpu --next 9 --tables accuracy/retina/CHASE_DB1,cost
+    python -m simulations.bench.run_all --profile cpu             # every part left (--budget-minutes M: stop)
+    python -m simulations.bench.run_all --quick                   # smoke test: every path, numbers meaningless
+    python -m simulations.bench.run_all --budget-minutes 9        # the full suite, in parts (GPU machine)
+    python -m simulations.bench.run_all --list                    # what would run, and what is done
+
+Profiles: ``quick`` runs every path end to end in minutes (its numbers are not results); ``cpu``
+trains every row at least the budget that reached a held-out CHASE_DB1 Dice of 0.70 on 2 CPU cores
+(24 rounds x 30 local steps at batch 8 federated, 720 steps pooled; see
+``simulations/results/2026-11-22-cpu-x86-64-2core-time-to-dice``), in resumable parts of at most ten
+minutes each (``simulations/bench/parts.py``); ``full`` is the GPU-sized suite.
 
 Results go to ``simulations/results/<date>-<machine>/`` (``--out`` to choose): one JSON per
 experiment, PNG plots and ``RESULTS.md``, regenerated after every experiment. An experiment
@@ -33,6 +45,8 @@ import tomllib
 import torch
 
 from fedseg.files import atomic_write_json
+from fedseg.training.config import TrainConfig
+from simulations.bench import parts
 from simulations.bench.results import write_results
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +74,7 @@ class Scale:
     device: str
     privacy_sites: str
     cost: dict[str, Any] = field(default_factory=dict)
+    run_config: dict[str, Any] = field(default_factory=dict)  # more run-config keys for every run
 
 
 QUICK = Scale(
@@ -108,6 +123,28 @@ class Experiment:
     settings: dict[str, Any]
     label: str
     seed: int = 0
+
+
+CPU = Scale(
+    "cpu",
+    rounds=24,
+    local_steps=30,
+    batch_size=8,
+    crop_size=256,
+    retina_resize=0,
+    polyp_resize=384,
+    model_options="{}",
+    seeds=(0, 1, 2),
+    heldout_each=True,
+    polyp_accuracy=True,
+    epsilons=(1.0, 3.0, 8.0, 30.0),
+    device="cpu",
+    privacy_sites=FULL.privacy_sites,
+    cost={"dp": ["--batch-size", "8", "--crop", "256"], "sites": "2,4,8,16,32"},
+    # the settings of the time-to-Dice run that reached 0.70 (one-cycle schedule, scoring every 4th round)
+    run_config={"lr": 0.003, "lr-schedule": "onecycle", "evaluate-every": 4},
+)
+PROFILES = {scale.name: scale for scale in (QUICK, CPU, FULL)}
 
 
 # -- what runs ---------------------------------------------------------------------------------------
@@ -199,15 +236,16 @@ def cost_experiments(scale: Scale) -> list[Experiment]:
 
 
 def all_experiments(scale: Scale) -> list[Experiment]:
+    """In the order parts run: the headline table (CHASE_DB1 held out) and the cheap cost rows first."""
     retina = ["STARE", "AV-WIDE", "CHASE_DB1"]
-    heldouts = retina if scale.heldout_each else ["CHASE_DB1"]
-    experiments: list[Experiment] = []
-    for heldout in heldouts:
-        experiments += accuracy_experiments(scale, "retina", [c for c in retina if c != heldout], heldout)
+    heldouts = ["CHASE_DB1", "STARE", "AV-WIDE"] if scale.heldout_each else ["CHASE_DB1"]
+    retina_tables = [accuracy_experiments(scale, "retina", [c for c in retina if c != h], h) for h in heldouts]
+    experiments = retina_tables[0] + cost_experiments(scale)
     if scale.polyp_accuracy:
         shards = [f"Kvasir-SEG/{k}-of-4" for k in range(1, 5)]
         experiments += accuracy_experiments(scale, "polyp", shards, "Kvasir-SEG/test")
-    return experiments + privacy_experiments(scale) + cost_experiments(scale)
+    experiments += privacy_experiments(scale)
+    return experiments + [e for table in retina_tables[1:] for e in table]
 
 
 # -- running one experiment ------------------------------------------------------------------------
@@ -233,15 +271,25 @@ def base_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[st
     )
     if scale.name == "quick":
         config["round-timeout"] = 600.0
+    config.update(scale.run_config)
     return config
 
 
 def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
     """Run the federation; returns the final plaintext checkpoint (decrypted at a site when HE was on)."""
-    from fedseg.crypto.checkpoint import decrypt_checkpoint
+    from simulations.launch import simulate
+
+    completed = simulate(federated_run_config(scale, experiment, work), quiet=True)
+    checkpoint = federated_checkpoint(work)
+    if checkpoint is None:
+        raise RuntimeError(f"{experiment.id}: the federation wrote no model\n{completed.stdout[-3000:]}")
+    return checkpoint
+
+
+def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
+    """The run config of a federated row (with the key ceremony's files made when HE is on)."""
     from fedseg.federation.sites import parse_site_map
     from simulations.bench.he_overhead import credentials
-    from simulations.launch import simulate
 
     config = base_run_config(scale, experiment, work)
     config.update({k: v for k, v in experiment.settings.items() if k not in ("task", "heldout", "centres")})
@@ -251,38 +299,46 @@ def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
         config["he-keys"] = str(work / "keys" / "he")
         config["registry"] = str(work / "keys" / "federation.json")
         config["node-keys"] = str(work / "keys" / "node-keys")
-    completed = simulate(config, quiet=True)
+    return config
+
+
+def federated_checkpoint(work: Path) -> Path | None:
+    """The federation's final plaintext model (decrypted at a site when HE was on); None when it wrote none."""
+    from fedseg.crypto.checkpoint import decrypt_checkpoint
+
     checkpoints = work / "run" / "checkpoints"
     if (checkpoints / "last.he").exists():
         return decrypt_checkpoint(
             checkpoints / "last.he", work / "keys" / "he" / "site.context", checkpoints / "last.pt"
         )
-    if not (checkpoints / "last.pt").exists():
-        raise RuntimeError(f"{experiment.id}: the federation wrote no model\n{completed.stdout[-3000:]}")
-    return checkpoints / "last.pt"
+    return checkpoints / "last.pt" if (checkpoints / "last.pt").exists() else None
 
 
 def run_pooled(scale: Scale, experiment: Experiment, work: Path) -> Path:
+    from fedseg.training.pooled import train
+
+    resume = (work / "run" / "checkpoints" / "resume.pt").exists()
+    return train(pooled_train_config(scale, experiment, work), resume=resume, progress=False).last_checkpoint
+
+
+def pooled_train_config(scale: Scale, experiment: Experiment, work: Path) -> TrainConfig:
     """The federation's pooled reference (``FederationConfig.pooled_config``: its data, model, loss,
     optimiser and Mean Teacher settings over the training centres pooled, for rounds x local steps),
-    with a constant learning rate and no validation."""
+    without validation; the learning-rate schedule is the scale's (constant where it names none)."""
     from fedseg.federation.config import FederationConfig
-    from fedseg.training.pooled import train
 
     config = base_run_config(scale, experiment, work)
     if experiment.settings["task"] != "polyp":
         config["test-fraction"] = 0.0
     federation = FederationConfig.from_run_config(config)
     pooled = federation.pooled_config(Path(config["data-root"]), tuple(experiment.settings["centres"]), work / "run")
-    train_config = replace(
+    return replace(
         pooled,
-        optim=replace(pooled.optim, schedule="constant"),
+        optim=replace(pooled.optim, schedule=config.get("lr-schedule", "constant")),
         workers=0,
         val_every=0,
         checkpoint_every=max(1, pooled.steps // 4),
     )
-    resume = (work / "run" / "checkpoints" / "resume.pt").exists()
-    return train(train_config, resume=resume, progress=False).last_checkpoint
 
 
 def score(scale: Scale, experiment: Experiment, checkpoint: Path, work: Path) -> dict[str, Any]:
@@ -369,6 +425,179 @@ def run_experiment(scale: Scale, experiment: Experiment, out: Path) -> dict[str,
     return result
 
 
+# -- the suite in resumable parts ------------------------------------------------------------------
+BENCH_MINUTES = {"dp_overhead": 3.0, "he_overhead": 5.0, "sites_scaling": 8.0}
+
+
+def _training_sites(experiment: Experiment) -> int:
+    return sum(1 for site in experiment.settings["site-map"].split(",") if not site.startswith("heldout:"))
+
+
+def work_of(scale: Scale, experiment: Experiment, costs: parts.Costs = parts.COSTS) -> parts.Work:
+    """What ``experiment`` costs, unit by unit (see ``simulations/bench/parts.py``)."""
+    if experiment.kind == "bench":
+        minutes = BENCH_MINUTES.get(experiment.settings["module"], costs.bench)
+        return parts.Work(experiment.id, "bench", 1, 1, (minutes * 60,), 0.0, 0.0)
+    scoring = _heldout_megapixels(experiment) / costs.megapixels_per_second
+    final = scoring + 15.0  # fedseg evaluate: load, score with TTA off, bootstrap the interval
+    if experiment.kind == "pooled":
+        steps = scale.rounds * scale.local_steps
+        chunks = -(-steps // scale.local_steps)
+        chunk_seconds = (scale.local_steps * costs.step,) * chunks
+        return parts.Work(experiment.id, "steps", steps, scale.local_steps, chunk_seconds, 20.0, final)
+    settings = experiment.settings
+    factor = (costs.dp if settings.get("dp-epsilon") else 1.0) * (
+        costs.mean_teacher if settings.get("mean-teacher") else 1.0
+    )
+    training = _training_sites(experiment) * scale.local_steps * costs.step * factor
+    every = int(scale.run_config.get("evaluate-every", 1))
+    rounds = []
+    for round_ in range(1, scale.rounds + 1):
+        round_seconds = training + costs.round + (costs.he_round if settings.get("he") else 0.0)
+        if round_ % every == 0 or round_ == scale.rounds:
+            round_seconds += scoring + costs.validation
+        rounds.append(round_seconds)
+    return parts.Work(experiment.id, "rounds", scale.rounds, 1, tuple(rounds), costs.start, final)
+
+
+def _heldout_megapixels(experiment: Experiment) -> float:
+    heldout = experiment.settings["heldout"].replace("Kvasir-SEG-test", "Kvasir-SEG/test")
+    return parts.HELDOUT_MEGAPIXELS.get(heldout, 20.0)
+
+
+def plan(scale: Scale, tables: list[str] | None = None) -> list[parts.Part]:
+    """Every experiment of ``scale`` (of the tables whose names start with one of ``tables``, when given)
+    cut into parts of at most ``parts.PLAN_MINUTES`` estimated minutes."""
+    chosen = [e for e in all_experiments(scale) if tables is None or e.table.startswith(tuple(tables))]
+    return [part for experiment in chosen for part in parts.cut(work_of(scale, experiment))]
+
+
+def run_part(scale: Scale, part: parts.Part, out: Path) -> bool:
+    """Run one part (training stops at ``parts.PART_MINUTES``); returns whether it is now done."""
+    experiment = next(e for e in all_experiments(scale) if e.id == part.experiment)
+    started = time.monotonic()
+    if experiment.kind == "bench":
+        result = run_experiment(scale, experiment, out)
+        atomic_write_json(out / f"{experiment.id}.json", result)
+        return parts.record(out, part, reached=1, seconds=result["seconds"])
+    work = out / "work" / experiment.id
+    work.mkdir(parents=True, exist_ok=True)
+    final = work_of(scale, experiment).final if part.final else 0.0
+    stop = parts.Stop(part.last, started + parts.PART_MINUTES * 60 - final)
+    if experiment.kind == "pooled":
+        reached = parts.train_until(pooled_train_config(scale, experiment, work), stop, chunk=scale.local_steps)
+    else:
+        reached = parts.simulate_until(federated_run_config(scale, experiment, work), stop)
+    if reached >= part.last and part.final:
+        write_row(scale, experiment, out, work, seconds=time.monotonic() - started)
+    return parts.record(out, part, reached=reached, seconds=time.monotonic() - started)
+
+
+def write_row(scale: Scale, experiment: Experiment, out: Path, work: Path, *, seconds: float) -> None:
+    """The row's JSON: the final model scored on the held-out centre; seconds summed over its parts."""
+    checkpoint = work / "run" / "checkpoints" / "last.pt" if experiment.kind == "pooled" else federated_checkpoint(work)
+    if checkpoint is None or not checkpoint.exists():
+        raise RuntimeError(f"{experiment.id}: the run wrote no model; see {work / 'run'}")
+    result = {
+        "id": experiment.id,
+        "table": experiment.table,
+        "label": experiment.label,
+        "kind": experiment.kind,
+        "seed": experiment.seed,
+        "scale": scale.name,
+        "settings": experiment.settings,
+        "heldout": score(scale, experiment, checkpoint, work),
+        "privacy": privacy_of(work),
+    }
+    result["seconds"] = parts.row_seconds(out, experiment.id) + seconds
+    atomic_write_json(out / f"{experiment.id}.json", result)
+
+
+def show_plan(scale: Scale, out: Path, selected: list[str] | None = None) -> int:
+    """Print the parts, their estimated minutes and whether each is done; then the totals per table."""
+    progress = parts.read_progress(out)
+    tables = {e.id: e.table for e in all_experiments(scale)}
+    totals: dict[str, list[float]] = {}
+    for part in plan(scale, selected):
+        finished = parts.is_done(out, part)
+        spent = progress.get(part.name, {}).get("seconds")
+        state = "done" if finished else (f"{spent / 60:4.1f} min spent" if spent else "")
+        print(f"{part.minutes:5.1f} min  {state:>14}  {part.name}")
+        total = totals.setdefault(tables[part.experiment], [0.0, 0.0])
+        total[0] += part.minutes
+        total[1] += 0.0 if finished else part.minutes
+    print()
+    for table, (minutes, left) in totals.items():
+        print(f"{minutes / 60:5.1f} h  ({left / 60:5.1f} h left)  {table}")
+    all_minutes, left = sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())
+    print(
+        f"{len(plan(scale, selected))} parts, estimated {all_minutes / 60:.1f} hours in all on a quiet 2-core machine "
+        f"({left / 60:.1f} hours left); a part stops at {parts.PART_MINUTES:g} minutes whatever it reached"
+    )
+    return 0
+
+
+def run_parts(
+    scale: Scale,
+    out: Path,
+    *,
+    names: list[str] | None,
+    count: int,
+    budget_minutes: float | None = None,
+    tables: list[str] | None = None,
+) -> int:
+    """Run the named parts, or the next ``count`` unfinished ones (of ``tables``), each in a process of its
+    own; no part starts after ``budget_minutes``."""
+    started = time.monotonic()
+    pending = [p for p in plan(scale, tables) if not parts.is_done(out, p)]
+    chosen = [p for p in plan(scale) if p.name in names] if names else pending[:count]
+    unknown = sorted(set(names or []) - {p.name for p in chosen})
+    if unknown:
+        print(f"no such part: {', '.join(unknown)} (see --plan)")
+        return 2
+    if not chosen:
+        print(f"every part is done; results in {out / 'RESULTS.md'}")
+        return 0
+    for part in chosen:
+        if budget_minutes is not None and time.monotonic() - started >= budget_minutes * 60:
+            print(f"--budget-minutes {budget_minutes:g} spent", flush=True)
+            break
+        if not run_to_the_end(scale, part, out):
+            return 1
+    left = sum(1 for p in plan(scale, tables) if not parts.is_done(out, p))
+    print(f"{left} part(s) left; results in {out / 'RESULTS.md'}")
+    return 0
+
+
+def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
+    """Run ``part`` in a process of its own, again while it stops at the time limit having made progress;
+    False when it failed or made none (the run folder's ``flwr-run.log`` says why)."""
+    command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", scale.name, "--out", str(out)]
+    reached = parts.read_progress(out).get(part.name, {}).get("reached", part.first - 1)
+    if parts.is_done(out, part):
+        print(f"{part.name}: done already", flush=True)
+    while not parts.is_done(out, part):
+        print(f"{part.name} (about {part.minutes:.1f} min)", flush=True)
+        completed = subprocess.run([*command, "--one-part", part.name], cwd=REPO, check=False)
+        write_results(out, scale.name, pending=pending_rows(scale, out))
+        if completed.returncode != 0:
+            print(f"  failed (exit {completed.returncode}); see the log above", flush=True)
+            return False
+        before, reached = reached, parts.read_progress(out)[part.name]["reached"]
+        if not parts.is_done(out, part) and reached <= before:
+            print(f"  made no progress (at {reached}); see {out / 'work' / part.experiment / 'run'}", flush=True)
+            return False
+        if not parts.is_done(out, part):
+            print(f"  stopped at {parts.PART_MINUTES:g} minutes at {reached} of {part.last}; continuing", flush=True)
+    return True
+
+
+def pending_rows(scale: Scale, out: Path) -> list[tuple[str, str]]:
+    """(table, label) of every row with no result yet, for RESULTS.md's "not run yet"."""
+    rows = [(e.table, e.label) for e in all_experiments(scale) if not (out / f"{e.id}.json").exists()]
+    return list(dict.fromkeys(rows))
+
+
 # -- the suite ----------------------------------------------------------------------------------------
 def machine_name() -> str:
     if torch.cuda.is_available():
@@ -377,14 +606,24 @@ def machine_name() -> str:
 
 
 def default_out(scale: Scale) -> Path:
-    return REPO / "simulations" / "results" / f"{dt.date.today().isoformat()}-{machine_name()}-{scale.name}"
+    """Today's folder for this machine and profile, or the one a run in parts started on an earlier day."""
+    results = REPO / "simulations" / "results"
+    started = sorted(results.glob(f"*-{machine_name()}-{scale.name}/{parts.PROGRESS}"))
+    if started:
+        return started[-1].parent
+    return results / f"{dt.date.today().isoformat()}-{machine_name()}-{scale.name}"
+
+
+def missing_data() -> bool:
+    missing = [str(root) for root in (RETINA, POLYP) if not root.is_dir()]
+    if missing:
+        print(f"data not found: {', '.join(missing)}; set FEDSEG_SHARED_DATA to the shared data folder")
+    return bool(missing)
 
 
 def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: set[str] | None) -> int:
     experiments = [e for e in all_experiments(scale) if only is None or e.id in only]
-    missing = [str(root) for root in (RETINA, POLYP) if not root.is_dir()]
-    if missing:
-        print(f"data not found: {', '.join(missing)}; set FEDSEG_SHARED_DATA to the shared data folder")
+    if missing_data():
         return 2
     started = time.monotonic()
     failed: list[str] = []
@@ -403,7 +642,7 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
                     sys.executable,
                     "-m",
                     "simulations.bench.run_all",
-                    "--scale",
+                    "--profile",
                     scale.name,
                     "--out",
                     str(out),
@@ -420,9 +659,9 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
         except subprocess.CalledProcessError as error:
             print(f"  failed (exit {error.returncode}); see the log above", flush=True)
             failed.append(experiment.id)
-        write_results(out, scale.name)
+        write_results(out, scale.name, pending=pending_rows(scale, out))
     remaining = [e.id for e in experiments if not (out / f"{e.id}.json").exists()]
-    write_results(out, scale.name)
+    write_results(out, scale.name, pending=pending_rows(scale, out))
     print(
         f"{len(experiments) - len(remaining)} of {len(experiments)} experiments done; results in {out / 'RESULTS.md'}"
     )
@@ -436,26 +675,47 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the CPU-sized suite (under 15 minutes on 2 cores)")
-    parser.add_argument("--scale", choices=("quick", "full"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="quick, cpu or full (default)")
+    parser.add_argument("--quick", action="store_true", help="the smoke test: --profile quick")
+    parser.add_argument("--scale", choices=sorted(PROFILES), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plan", action="store_true", help="the parts, their estimated minutes, what is done")
+    parser.add_argument("--next", type=int, nargs="?", const=1, default=None, metavar="N", help="run the next N parts")
+    parser.add_argument("--part", default=None, help="comma-separated part names (see --plan) to run")
+    parser.add_argument(
+        "--tables", default=None, help="--plan/--next: only tables starting with these (comma-separated), e.g. cost"
+    )
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop after this long; run again to resume")
     parser.add_argument("--only", default=None, help="comma-separated experiment ids")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-part", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    scale = QUICK if (args.quick or args.scale == "quick") else FULL
+    scale = PROFILES[args.profile or args.scale or ("quick" if args.quick else "full")]
     out = args.out or default_out(scale)
     out.mkdir(parents=True, exist_ok=True)
     if args.one:
         experiment = next(e for e in all_experiments(scale) if e.id == args.one)
         atomic_write_json(out / f"{experiment.id}.json", run_experiment(scale, experiment, out))
         return 0
+    if args.one_part:
+        run_part(scale, next(p for p in plan(scale) if p.name == args.one_part), out)
+        return 0
     if args.list:
         for experiment in all_experiments(scale):
             done = "done" if (out / f"{experiment.id}.json").exists() else "    "
             print(f"{done}  {experiment.id}")
         return 0
+    tables = args.tables.split(",") if args.tables else None
+    if args.plan:
+        return show_plan(scale, out, tables)
+    every_part = scale is CPU and not args.only  # the cpu profile runs in parts only
+    if args.next is not None or args.part or every_part:
+        if missing_data():
+            return 2
+        names = args.part.split(",") if args.part else None
+        count = len(plan(scale)) if args.next is None else args.next
+        return run_parts(scale, out, names=names, count=count, budget_minutes=args.budget_minutes, tables=tables)
     only = set(args.only.split(",")) if args.only else None
     return run_suite(scale, out, budget_minutes=args.budget_minutes, only=only)
 

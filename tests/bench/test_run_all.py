@@ -1,76 +1,214 @@
-"""A tiny slice of the results suite, end to end: experiments run, their files parse, RESULTS.md is built."""
+"""The results suite: its profiles, its resumable parts, and a tiny slice of the quick profile end to end."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from simulations.bench.run_all import FULL, QUICK, all_experiments
+import pytest
+
+from fedseg.data.config import DataConfig
+from fedseg.data.crops import CropConfig
+from fedseg.files import atomic_torch_save
+from fedseg.integrity import sealed
+from fedseg.models import ModelConfig
+from fedseg.models.checkpoint import load_checkpoint
+from fedseg.training.config import OptimConfig, TrainConfig
+from simulations.bench import parts
+from simulations.bench.results import write_results
+from simulations.bench.run_all import CPU, FULL, QUICK, all_experiments, plan, show_plan, work_of
 from tests.conftest import REPO, require_shared_data
 
-SLICE = ("accuracy-retina-chase-db1--pooled--seed0", "cost--dp-overhead")
+SLICE = "accuracy-retina-chase-db1--pooled--seed0@steps-1-36"
+HEADLINE_ROWS = {"pooled", "+ HE", "+ HE + DP (epsilon 8)"}
 
 
 def test_the_suite_covers_the_required_tables() -> None:
-    full = all_experiments(FULL)
-    labels = {e.label for e in full}
-    assert {
-        "pooled",
-        "FedAvg",
-        "FedAvg + 25 % labels",
-        "FedAvg + 25 % labels + Mean Teacher",
-        "+ DP (epsilon 8)",
-        "+ DP (epsilon 3)",
-        "+ HE",
-    } <= labels
-    assert {e.table for e in full} >= {
-        "accuracy/retina/CHASE_DB1",
-        "accuracy/retina/STARE",
-        "accuracy/retina/AV-WIDE",
-        "accuracy/polyp/Kvasir-SEG/test",
-        "privacy/polyp",
-        "cost",
+    for scale in (FULL, CPU):
+        experiments = all_experiments(scale)
+        assert {
+            "pooled",
+            "FedAvg",
+            "FedAvg + 25 % labels",
+            "FedAvg + 25 % labels + Mean Teacher",
+            "+ DP (epsilon 8)",
+            "+ DP (epsilon 3)",
+            "+ HE",
+            "+ HE + DP (epsilon 8)",
+        } <= {e.label for e in experiments}
+        assert {e.table for e in experiments} >= {
+            "accuracy/retina/CHASE_DB1",
+            "accuracy/retina/STARE",
+            "accuracy/retina/AV-WIDE",
+            "accuracy/polyp/Kvasir-SEG/test",
+            "privacy/polyp",
+            "cost",
+        }
+        for table in ("accuracy/retina/CHASE_DB1", "accuracy/polyp/Kvasir-SEG/test"):
+            seeds = {
+                label: {e.seed for e in experiments if e.table == table and e.label == label} for label in HEADLINE_ROWS
+            }
+            assert seeds == {label: {0, 1, 2} for label in HEADLINE_ROWS}  # three seeds for the headline rows
+    assert {e.label for e in all_experiments(CPU) if e.table == "privacy/polyp"} == {
+        "epsilon 1",
+        "epsilon 3",
+        "epsilon 8",
+        "epsilon 30",
+        "no DP",
     }
-    headline = [e for e in full if e.table == "accuracy/retina/CHASE_DB1" and e.label == "pooled"]
-    assert len(headline) == 3  # three seeds for the headline rows
-    assert {e.id for e in all_experiments(QUICK)} >= set(SLICE)
+    assert "32" in CPU.cost["sites"].split(",")
+    assert SLICE in {part.name for part in plan(QUICK)}
 
 
-def test_a_quick_slice_runs_and_its_files_parse(tmp_path: Path) -> None:
-    require_shared_data()
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations.bench.run_all",
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--only",
-            ",".join(SLICE),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
+def test_the_cpu_profile_trains_every_row_at_least_the_time_to_dice_budget() -> None:
+    # issue 11's federated run that reached 0.70: 24 rounds x 30 local steps at batch 8, crops of 256
+    assert CPU.rounds * CPU.local_steps >= 24 * 30 and CPU.batch_size >= 8 and CPU.crop_size == 256
+    assert CPU.run_config["evaluate-every"] == 4 and CPU.retina_resize == 0
+    for experiment in all_experiments(CPU):
+        work = work_of(CPU, experiment)
+        if work.unit == "rounds":
+            assert work.total == 24
+        elif work.unit == "steps":
+            assert work.total >= 720  # pooled: at least the 750-ish steps at batch 8 (0.702 at step 750)
+
+
+def test_the_cpu_plan_cuts_every_row_into_parts_of_at_most_ten_minutes() -> None:
+    cpu_plan = plan(CPU)
+    assert len({p.name for p in cpu_plan}) == len(cpu_plan)
+    by_row: dict[str, list[parts.Part]] = {}
+    for part in cpu_plan:
+        by_row.setdefault(part.experiment, []).append(part)
+    assert set(by_row) == {e.id for e in all_experiments(CPU)}
+    for row in by_row.values():
+        assert row[0].first == 1 and row[-1].last == row[-1].total and row[-1].final
+        assert all(a.last + 1 == b.first for a, b in zip(row, row[1:]))  # contiguous: nothing skipped or repeated
+        assert all(p.minutes <= parts.PLAN_MINUTES or p.first == p.last for p in row)
+    assert max(p.minutes for p in cpu_plan) < parts.PART_MINUTES
+    federated = [p for p in cpu_plan if p.unit == "rounds"]
+    assert any(not p.final for p in federated)  # 24 rounds do not fit one part: rows resume across parts
+    assert [p.name for p in plan(CPU, ["cost"])] == ["cost--dp-overhead", "cost--he-overhead", "cost--sites-scaling"]
+    headline = plan(CPU, ["accuracy/retina/CHASE_DB1"])
+    assert headline == cpu_plan[: len(headline)]  # the headline table runs first
+
+
+def test_cut_fits_the_budget_and_keeps_at_least_one_unit_per_part() -> None:
+    work = parts.Work("row", "rounds", 5, 1, (100.0, 100.0, 400.0, 100.0, 100.0), start=50.0, final=40.0)
+    cut = parts.cut(work, budget_minutes=5.0)  # 300 s
+    assert [(p.first, p.last) for p in cut] == [(1, 2), (3, 3), (4, 5)]
+    assert [round(p.minutes * 60) for p in cut] == [250, 450, 290]  # a unit over budget still gets a part
+    steps = parts.Work("pooled", "steps", 100, 30, (30.0,) * 4, start=0.0, final=0.0)
+    assert [(p.first, p.last) for p in parts.cut(steps, budget_minutes=1.0)] == [(1, 60), (61, 100)]
+
+
+def test_progress_records_attempts_and_done_parts(tmp_path: Path) -> None:
+    part = parts.Part("row@rounds-1-6", "row", "rounds", 1, 6, 24, 8.0)
+    assert not parts.record(tmp_path, part, reached=4, seconds=600.0)  # stopped at the time limit
+    assert not parts.is_done(tmp_path, part)
+    assert parts.record(tmp_path, part, reached=6, seconds=120.0)
+    assert parts.is_done(tmp_path, part)
+    entry = parts.read_progress(tmp_path)[part.name]
+    assert entry["attempts"] == 2 and entry["seconds"] == 720.0 and entry["reached"] == 6
+    assert parts.row_seconds(tmp_path, "row") == 720.0
+
+
+def test_pooled_training_runs_in_parts_and_resumes(synth_root: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        data=DataConfig(root=synth_root, centres=("centre-01", "centre-02"), crop=CropConfig(size=32)),
+        out=tmp_path / "run",
+        model=ModelConfig(options={"widths": [4, 8]}),
+        optim=OptimConfig(lr=3e-3, schedule="onecycle"),
+        steps=6,
+        batch_size=2,
+        device="cpu",
+        workers=0,
+        val_every=0,
+        checkpoint_every=6,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    pooled = json.loads((tmp_path / f"{SLICE[0]}.json").read_text())
-    assert pooled["heldout"]["n_images"] == 28 and 0 <= pooled["heldout"]["dice"] <= 1
-    low, high = pooled["heldout"]["dice_ci95"]
-    assert low <= pooled["heldout"]["dice"] <= high
-    cost = json.loads((tmp_path / f"{SLICE[1]}.json").read_text())
-    assert [row["variant"] for row in cost["results"]] == ["plain", "dp", "dp+mean-teacher"]
+    far = time.monotonic() + 300
+    assert parts.train_until(config, parts.Stop(4, far), chunk=2) == 4
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").meta["step"] == 4
+    assert parts.train_until(config, parts.Stop(6, far), chunk=2) == 6  # resumed from step 4
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").meta["step"] == 6
+    assert parts.train_until(config, parts.Stop(6, time.monotonic() - 1), chunk=2) == 6  # past the deadline
+
+
+def test_results_say_which_rows_are_not_run_yet_and_that_quick_numbers_are_not_results(tmp_path: Path) -> None:
+    pending = [
+        ("accuracy/retina/CHASE_DB1", "pooled"),
+        ("privacy/polyp", "epsilon 8"),
+        ("cost", "encrypted aggregation"),
+    ]
+    text = write_results(tmp_path, "cpu", pending=pending).read_text()
+    assert "| pooled | not run yet |" in text and "| epsilon 8 | not run yet |" in text
+    assert "| encrypted aggregation | not run yet |" in text and "24 rounds x 30 local steps" in text
+    quick = write_results(tmp_path, "quick").read_text()
+    assert "NOT results" in quick.splitlines()[2] and "--profile cpu" in quick
+
+
+@pytest.mark.slow  # about 25 s on a quiet 2-core machine (two processes that import torch, 36 steps, scoring)
+def test_a_quick_slice_runs_as_a_part_and_its_files_parse(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    require_shared_data()
+    command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", "quick", "--out", str(tmp_path)]
+    completed = subprocess.run([*command, "--part", SLICE], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    row = json.loads((tmp_path / f"{SLICE.split('@')[0]}.json").read_text())
+    assert row["heldout"]["n_images"] == 28 and 0 <= row["heldout"]["dice"] <= 1
+    low, high = row["heldout"]["dice_ci95"]
+    assert low <= row["heldout"]["dice"] <= high and row["seconds"] > 0
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress[SLICE]["done"] and progress[SLICE]["reached"] == 36
     results = (tmp_path / "RESULTS.md").read_text()
-    assert "| pooled |" in results and "| dp+mean-teacher |" in results
+    assert "NOT results" in results
+    table = [line for line in results.splitlines() if line.startswith("| pooled |")]
+    assert len(table) == 1 and float(table[0].split("|")[2]) == round(row["heldout"]["dice"], 3)
+    assert "| FedAvg | not run yet |" in results and "| encrypted aggregation | not run yet |" in results
     assert (tmp_path / "accuracy-retina-CHASE_DB1.png").stat().st_size > 1000
-    listing = subprocess.run(
-        [sys.executable, "-m", "simulations.bench.run_all", "--quick", "--out", str(tmp_path), "--list"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert all(f"done  {experiment}" in listing for experiment in SLICE)
+    show_plan(QUICK, tmp_path)
+    assert f"done  {SLICE}" in capsys.readouterr().out
+
+
+def test_saved_round_is_the_round_of_the_servers_resume_point(tmp_path: Path) -> None:
+    assert parts.saved_round(tmp_path) == 0
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "rounds.jsonl").write_text('{"round": 1}\n{"round": 2}\n')  # round 2 logged, not yet saved
+    atomic_torch_save(
+        sealed({"round": 1, "weights": {}, "encrypted": None, "best_validation_dice": None}),
+        tmp_path / "checkpoints" / "server.pt",
+    )
+    assert parts.saved_round(tmp_path) == 1
+    time.sleep(0.01)
+    atomic_torch_save(
+        sealed({"round": 2, "weights": {}, "encrypted": None, "best_validation_dice": None}),
+        tmp_path / "checkpoints" / "server.pt",
+    )
+    assert parts.saved_round(tmp_path) == 2
+
+
+def test_a_part_stopped_at_the_time_limit_runs_again_while_it_makes_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulations.bench import run_all
+
+    def attempts_reaching(part: parts.Part, reached_each_time: list[int]) -> list[int]:
+        """Replace the part's process with one that records the next ``reached``; returns the attempts made."""
+        attempts: list[int] = []
+
+        def run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+            assert command[-2:] == ["--one-part", part.name]
+            attempts.append(reached_each_time[len(attempts)])
+            parts.record(tmp_path, part, reached=attempts[-1], seconds=600.0)
+            return subprocess.CompletedProcess(command, 0)
+
+        monkeypatch.setattr(run_all.subprocess, "run", run)
+        return attempts
+
+    part = next(p for p in plan(QUICK) if p.unit == "rounds")
+    attempts = attempts_reaching(part, [1, 2, part.last])
+    assert run_all.run_to_the_end(QUICK, part, tmp_path) and attempts == [1, 2, part.last]
+    assert parts.read_progress(tmp_path)[part.name]["attempts"] == 3
+    stuck = parts.Part("stuck@rounds-1-3", "stuck", "rounds", 1, 3, 3, 1.0)
+    attempts = attempts_reaching(stuck, [1, 1, 1])
+    assert not run_all.run_to_the_end(QUICK, stuck, tmp_path) and attempts == [1, 1]  # no progress: gives up
