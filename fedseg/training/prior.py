@@ -59,6 +59,8 @@ class PriorConfig:
         for name in ("styles", "images", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.model.spatial_dims != 2:
+            raise ValueError(f"--model {self.model.name} is a 3D model; a prior is trained on 2D generated images")
         if self.crop_size > self.size:
             raise ValueError(f"--crop-size ({self.crop_size}) must be at most --size ({self.size})")
 

@@ -54,6 +54,8 @@ def test_the_prior_is_built_only_from_generated_images(tmp_path: Path, monkeypat
     assert str(real) not in json.dumps(checkpoint.meta) and "data_root" not in checkpoint.meta
     assert checkpoint.model == TINY and checkpoint.meta["step"] == 2
     assert not (tmp_path / "prior" / "data").exists()  # the generated images are not kept by default
+    with pytest.raises(ValueError, match="3D model"):
+        tiny_prior(tmp_path, model=ModelConfig(name="unet3d"))
 
 
 def test_varied_styles_differ_and_kinds_draw_only_their_structures() -> None:
