@@ -39,8 +39,10 @@ from fedseg.federation.config import FederationConfig
 from fedseg.federation.report import write_summary
 from fedseg.federation.run_outputs import RunFolder
 from fedseg.models import build_model
+from fedseg.models.checkpoint import CheckpointError
 from fedseg.models.state import model_state
 from fedseg.privacy.ledger import LedgerRow
+from fedseg.training.initial import initial_weights
 from server.aggregators import Aggregator, Contribution, EncryptedAggregator, PlaintextAggregator
 from server.discovery import SiteInfo, discover
 from server.outcome import EvaluationOutcome, RoundOutcome, TrainOutcome, received_row
@@ -85,7 +87,13 @@ class FederatedSegmentation:
         )
 
     def initial_weights(self) -> OrderedDict[str, torch.Tensor]:
-        """The seeded, untrained model: public information, sent in plaintext in the first round."""
+        """The first global model, sent in plaintext in the first round: the run config's 'init-checkpoint'
+        (e.g. a public prior from `fedseg prior`), else the seeded, untrained model."""
+        if self.config.init_checkpoint:
+            try:
+                return initial_weights(Path(self.config.init_checkpoint), self.config.model_config)
+            except CheckpointError as error:
+                raise ConfigError(f"run config 'init-checkpoint': {error}") from None
         torch.manual_seed(self.config.seed)
         return model_state(build_model(self.config.model_config))
 

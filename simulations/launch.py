@@ -39,7 +39,7 @@ def flwr_home() -> Path:
 
 CONNECTION = "fedseg-sim"
 DEFAULT_PORT = int(os.environ.get("FEDSEG_SUPERLINK_PORT", "39293"))
-PATH_KEYS = ("data-root", "out")
+PATH_KEYS = ("data-root", "out", "init-checkpoint")
 DEMO_SYNTH = {"centres": 4, "images": 800, "size": 128}
 
 

@@ -8,13 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from fedseg import __version__
-from fedseg.cli import check, demo, deploy, evaluate, export, keys, models, predict, privacy, synth, train
+from fedseg.cli import check, demo, deploy, evaluate, export, keys, models, predict, prior, privacy, synth, train
 from fedseg.cli.common import USER_ERRORS, setup_logging
 from fedseg.signals import exit_code_of, stop_on_signals
 
 COMMANDS = {
     "check": check,
     "synth": synth,
+    "prior": prior,
     "train": train,
     "evaluate": evaluate,
     "predict": predict,

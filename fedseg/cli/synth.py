@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedseg.data.synth import SynthConfig, generate
+from fedseg.data.synth import KINDS, STYLES, SynthConfig, generate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="fraction of each centre's images written without a mask (default: 0)",
     )
+    parser.add_argument("--kind", choices=KINDS, default="both", help="structures drawn (default: both)")
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="centres",
+        help="one look per centre (default), or widely varied looks, one per folder (the public prior's data)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         unlabelled_fraction=args.unlabelled_fraction,
+        kind=args.kind,
+        style=args.style,
     )
     appearances = generate(config)
     print(

@@ -200,6 +200,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. widths=[16,32,64,128] or encoder_name=resnet18 (repeatable)",
     )
+    group.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights, e.g. a public prior from `fedseg prior` (same model, "
+        "channels and options); a resumed run continues from its own weights",
+    )
     group.add_argument("--steps", type=positive_int, default=2000)
     group.add_argument("--batch-size", type=positive_int, default=8)
     add_section_arguments(group, OPTIM, aliases={"lr-schedule": "schedule"})
@@ -245,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         checkpoint_every=args.checkpoint_every,
         val_every=args.val_every,
         log_every=args.log_every,
+        init_checkpoint=args.init,
     )
 
 

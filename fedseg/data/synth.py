@@ -4,6 +4,11 @@ Every centre draws its images with its own appearance (colour cast, contrast, ga
 blur, noise, illumination, field of view) and slightly different anatomy (vessel width and
 density), so that a centre held out of training is a real domain shift. The output uses
 the dataset layout of :mod:`fedseg.data.layout`.
+
+``style="varied"`` draws every folder's look from much wider ranges instead (any hue or grey,
+faint to strong contrast, clean to noisy, thin to thick vessels, small to large blobs): the
+images of the public prior (:mod:`fedseg.training.prior`), which must not be tied to one look.
+``kind`` keeps vessel trees, blobs or both.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import colorsys
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -42,6 +47,8 @@ class CentreAppearance:
     branching: float
     blobs: tuple[int, int]
     distractors: int
+    vessels: bool = True
+    blob_scale: float = 1.0
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -69,6 +76,39 @@ def centre_appearance(index: int, n_centres: int, seed: int) -> CentreAppearance
         blobs=(0, int(rng.integers(2, 4))),
         distractors=int(rng.integers(2, 8)),
     )
+
+
+def varied_appearance(index: int, seed: int) -> CentreAppearance:
+    """A look drawn from wide ranges, so that a model trained on many of them learns shapes, not one style."""
+    rng = np.random.default_rng([seed, 104729, index])
+    hue = rng.uniform(0, 1)
+    grey = bool(rng.random() < 0.25)
+    return CentreAppearance(
+        name=f"style-{index + 1:03d}",
+        background_rgb=_hsv(hue, 0.0 if grey else rng.uniform(0.2, 0.9), rng.uniform(0.35, 0.9)),
+        structure_rgb=_hsv(hue + rng.uniform(0.2, 0.8), 0.0 if grey else rng.uniform(0.1, 0.7), 1.0),
+        contrast=round(rng.uniform(0.15, 0.8), 3),
+        gamma=round(math.exp(rng.uniform(-0.5, 0.5)), 3),
+        blur_sigma=round(rng.uniform(0.0, 2.0), 3),
+        noise_std=round(rng.uniform(0.005, 0.1), 4),
+        illumination=round(rng.uniform(0.0, 0.7), 3),
+        texture=round(rng.uniform(0.02, 0.35), 3),
+        fov_radius=round(rng.uniform(0.8, 1.0), 3) if rng.random() < 0.5 else None,
+        vessel_width=round(rng.uniform(0.5, 2.2), 3),
+        branching=round(rng.uniform(0.04, 0.15), 3),
+        blobs=(0, 3),
+        distractors=int(rng.integers(0, 10)),
+        blob_scale=round(rng.uniform(0.5, 2.0), 3),
+    )
+
+
+def with_kind(appearance: CentreAppearance, kind: str) -> CentreAppearance:
+    """The appearance drawing only vessel trees, only blobs (1 to 4 an image), or both (unchanged)."""
+    if kind == "vessels":
+        return replace(appearance, blobs=(0, 0))
+    if kind == "blobs":
+        return replace(appearance, vessels=False, blobs=(1, max(4, appearance.blobs[1])))
+    return appearance
 
 
 def _smooth_noise(size: int, rng: np.random.Generator, cells: int) -> np.ndarray:
@@ -106,12 +146,12 @@ def draw_vessel_tree(mask: np.ndarray, rng: np.random.Generator, appearance: Cen
                 break
 
 
-def draw_blobs(mask: np.ndarray, rng: np.random.Generator, count: int) -> None:
-    """Filled ellipses (polyp- or lesion-like) into ``mask`` (uint8, in place)."""
+def draw_blobs(mask: np.ndarray, rng: np.random.Generator, count: int, scale: float = 1.0) -> None:
+    """Filled ellipses (polyp- or lesion-like) into ``mask`` (uint8, in place); ``scale`` multiplies their axes."""
     size = mask.shape[0]
     for _ in range(count):
         centre = (int(rng.uniform(0.15, 0.85) * size), int(rng.uniform(0.15, 0.85) * size))
-        axes = (int(rng.uniform(0.03, 0.1) * size), int(rng.uniform(0.03, 0.1) * size))
+        axes = (int(rng.uniform(0.03, 0.1) * scale * size), int(rng.uniform(0.03, 0.1) * scale * size))
         cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1, cv2.LINE_8)
 
 
@@ -157,23 +197,32 @@ def synth_image(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image (uint8 RGB), its exact mask (bool) and its field of view (bool)."""
     vessels = np.zeros((size, size), np.uint8)
-    draw_vessel_tree(vessels, rng, appearance)
+    if appearance.vessels:
+        draw_vessel_tree(vessels, rng, appearance)
     blobs = np.zeros((size, size), np.uint8)
-    draw_blobs(blobs, rng, int(rng.integers(appearance.blobs[0], appearance.blobs[1] + 1)))
+    draw_blobs(blobs, rng, int(rng.integers(appearance.blobs[0], appearance.blobs[1] + 1)), appearance.blob_scale)
     fov = field_of_view(size, appearance.fov_radius)
     image = render(vessels, blobs, fov, rng, appearance)
     mask = ((vessels > 0) | (blobs > 0)) & fov
     return image, mask, fov
 
 
+KINDS = ("both", "vessels", "blobs")
+STYLES = ("centres", "varied")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
+    """``centres`` folders of ``images`` images; ``style``: one look per centre, or widely varied looks."""
+
     out: Path
     centres: int = 4
     images: int = 20
     size: int = 512
     seed: int = 0
     unlabelled_fraction: float = 0.0
+    kind: str = "both"
+    style: str = "centres"
 
     def __post_init__(self) -> None:
         if self.centres < 1:
@@ -184,6 +233,16 @@ class SynthConfig:
             raise ValueError(f"--size must be >= 32, got {self.size}")
         if not 0.0 <= self.unlabelled_fraction < 1.0:
             raise ValueError(f"--unlabelled-fraction must be in [0, 1), got {self.unlabelled_fraction}")
+        if self.kind not in KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got '{self.kind}'")
+        if self.style not in STYLES:
+            raise ValueError(f"--style must be one of {', '.join(STYLES)}, got '{self.style}'")
+
+    def appearance(self, index: int) -> CentreAppearance:
+        """The look of folder ``index``."""
+        if self.style == "varied":
+            return with_kind(varied_appearance(index, self.seed), self.kind)
+        return with_kind(centre_appearance(index, self.centres, self.seed), self.kind)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -193,7 +252,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def generate(config: SynthConfig, *, progress: bool = True) -> list[CentreAppearance]:
     """Write ``config.centres`` centres of ``config.images`` images each under ``config.out``."""
-    appearances = [centre_appearance(i, config.centres, config.seed) for i in range(config.centres)]
+    appearances = [config.appearance(i) for i in range(config.centres)]
     jobs = [(a, i) for a in appearances for i in range(config.images)]
     n_unlabelled = round(config.unlabelled_fraction * config.images)
     for appearance, index in tqdm(jobs, desc="synth", unit="img", disable=None if progress else True):

@@ -134,6 +134,7 @@ class FederationConfig:
     label_fraction: float = 1.0
     model: str = "unet"
     model_options: str = "{}"
+    init_checkpoint: str = ""  # the server's initial global model (e.g. `fedseg prior`); "": seeded random
     local_steps: int = 50
     batch_size: int = 8
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=DEFAULT_FEDERATED_LR))
@@ -192,6 +193,10 @@ class FederationConfig:
             TrackingConfig.parse(self.tracking)
         except ConfigError as error:
             raise ConfigError(f"run config '{_key('tracking')}': {error}") from None
+        if self.init_checkpoint and not self.init_checkpoint.endswith(".pt"):
+            raise ConfigError(
+                f"run config 'init-checkpoint' must be a fedseg checkpoint (.pt) or empty, got {self.init_checkpoint!r}"
+            )
         if self.model_config.spatial_dims == 3 and not self.volumes:
             raise ConfigError(f"run config 'model' = '{self.model}' is a 3D model; set 'volumes' = true")
         self._derived_configs()
@@ -327,6 +332,7 @@ class FederationConfig:
             batch_size=self.batch_size,
             seed=self.seed,
             device=self.device,
+            init_checkpoint=Path(self.init_checkpoint) if self.init_checkpoint else None,
         )
 
     def site_training_config(self, *, seed: int, label: str, releases: bool = True) -> SiteTrainingConfig:

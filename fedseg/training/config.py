@@ -62,6 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     val_every: int = 250
     log_every: int = 10
+    init_checkpoint: Path | None = None  # start from this checkpoint's weights (a new run; --resume ignores it)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -70,6 +71,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.val_every < 0 or self.workers < 0:
             raise ValueError(f"val_every and workers must be >= 0, got {self.val_every}, {self.workers}")
+        if self.init_checkpoint is not None and Path(self.init_checkpoint).suffix != ".pt":
+            raise ValueError(f"init_checkpoint must be a fedseg checkpoint (.pt), got '{self.init_checkpoint}'")
         if self.model.in_channels != self.data.channels:
             raise ValueError(
                 f"model in_channels ({self.model.in_channels}) must equal data channels ({self.data.channels})"

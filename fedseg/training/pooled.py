@@ -24,6 +24,7 @@ step in the same ledger and ends at the same epsilon, with other batches than an
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from fedseg.tracking import DEFAULT_TRACKING, flatten, open_tracker
 from fedseg.tracking.metrics import step_metrics
 from fedseg.training.config import TrainConfig
 from fedseg.training.data import RunData, prepare_run_data
+from fedseg.training.initial import initial_weights
 from fedseg.training.local import LocalState, LocalTrainer
 from fedseg.training.run_folder import StartPlan, load_resume_point, plan_start
 from fedseg.volumes.inference import make_predictor
@@ -110,6 +112,7 @@ class PooledTrainer:
         self.folder = RunFolder(config.out)
         plan = self._plan(resume)
         saved = load_resume_point(plan.resume_point) if plan.resume_point else None
+        start = self._initial_weights() if saved is None else None
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = prepare_run_data(
@@ -131,7 +134,7 @@ class PooledTrainer:
             planned_steps=config.steps,
             schedule_steps=config.steps,
             workers=config.workers,
-            initial_weights=saved["model"] if saved else None,
+            initial_weights=saved["model"] if saved else start,
             state=_local_state_of(saved, self.folder.resume) if saved else None,
             subjects=subject_ids(self.data.train.sources, config.data.split.group_patterns),
         )
@@ -146,6 +149,13 @@ class PooledTrainer:
         if saved:
             self._ledger()  # a crash between resume.pt and its ledger row: write the row now
             self._repair_best()
+
+    def _initial_weights(self) -> OrderedDict[str, torch.Tensor] | None:
+        """A new run's starting weights: those of ``--init`` (checked against the run's model), else random."""
+        if self.config.init_checkpoint is None:
+            return None
+        preprocessing = self.config.preprocessing(volumes=False)
+        return initial_weights(Path(self.config.init_checkpoint), self.config.model, preprocessing)
 
     def _check_budget(self) -> None:
         """Steps asked for past a resumed run's privacy budget are refused before the folder changes."""
