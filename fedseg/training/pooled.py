@@ -102,6 +102,15 @@ def validate(model: torch.nn.Module, config: TrainConfig, data: RunData, device:
     return mean_dice(results)
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json with the settings an older fedseg did not write filled with their defaults
+    (unchanged where it no longer reads as a config: the settings check then names the difference)."""
+    try:
+        return TrainConfig.from_json(saved).to_json()
+    except (TypeError, ValueError, KeyError):
+        return saved
+
+
 class PooledTrainer:
     """Holds the state of one pooled run; ``run()`` trains to ``config.steps``."""
 
@@ -182,6 +191,7 @@ class PooledTrainer:
             resume_point=folder.resume,
             current=self.config.to_json(),
             resume=resume,
+            complete=with_defaults,
         )
 
     def _begin(self, plan: StartPlan) -> None:

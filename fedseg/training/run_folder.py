@@ -16,6 +16,7 @@ Settings and split must match in every case but the first: a difference is named
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class StartPlan:
     restart: bool = False
 
 
+Completion = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         keys = sorted(set(saved) | set(current), key=str)
@@ -54,9 +58,15 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def check_settings(path: Path, current: dict[str, Any]) -> None:
-    """Refuse when the settings saved in ``path`` (config.json) differ from ``current`` (bar ``steps``)."""
+def check_settings(path: Path, current: dict[str, Any], *, complete: Completion | None = None) -> None:
+    """Refuse when the settings saved in ``path`` (config.json) differ from ``current`` (bar ``steps``).
+
+    ``complete`` fills settings that an older fedseg did not write with their defaults, so that a run
+    started before a setting existed resumes with the setting's default.
+    """
     saved = read_json_table(path)
+    if complete is not None:
+        saved = complete(saved)
     differences = _differences(
         {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES},
         {k: v for k, v in current.items() if k not in RESUMABLE_CHANGES},
@@ -69,7 +79,15 @@ def check_settings(path: Path, current: dict[str, Any]) -> None:
 
 
 def plan_start(
-    root: Path, *, config: Path, manifest: Path, log: Path, resume_point: Path, current: dict[str, Any], resume: bool
+    root: Path,
+    *,
+    config: Path,
+    manifest: Path,
+    log: Path,
+    resume_point: Path,
+    current: dict[str, Any],
+    resume: bool,
+    complete: Completion | None = None,
 ) -> StartPlan:
     """Check the folder against the request; raises naming the folder and the fix."""
     set_up = config.exists() or manifest.exists()
@@ -84,7 +102,7 @@ def plan_start(
                 f"{root}: holds a run already (checkpoints/resume.pt). Pass --resume to continue it, "
                 "or choose another --out."
             )
-        check_settings(config, current)
+        check_settings(config, current, complete=complete)
         return StartPlan(resume_point, _existing(manifest, root))
     if trained and not resume:
         raise ConfigError(
@@ -92,7 +110,7 @@ def plan_start(
             "Pass --resume to start it again from step 0 with the same settings and split, or choose another --out."
         )
     if config.exists() or trained:
-        check_settings(config, current)
+        check_settings(config, current, complete=complete)
     if trained:
         logger.warning("%s: no checkpoint was reached; starting the run again from step 0", root)
     return StartPlan(None, manifest if manifest.exists() else None, restart=trained)

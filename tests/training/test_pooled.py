@@ -107,6 +107,25 @@ def test_existing_run_needs_resume_and_resume_needs_same_settings(retina_crops: 
         pooled.train(replace(config, out=tmp_path / "other"), resume=True, progress=False)
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(retina_crops: Path, tmp_path: Path) -> None:
+    """A config.json written by an older fedseg lacks the Mean Teacher settings added since (e.g.
+    ``teacher_follows``): resuming reads them as their defaults, and a real difference is still refused."""
+    config = tiny_config(
+        retina_crops, tmp_path / "run", steps=2, val_every=0, mean_teacher=MeanTeacherConfig(rampup_steps=2)
+    )
+    pooled.train(config, progress=False, tracking="none")
+    saved_path = tmp_path / "run" / "config.json"
+    saved = json.loads(saved_path.read_text())
+    for name in ("teacher_follows", "round_blend", "dp_balance"):
+        del saved["mean_teacher"][name]
+    saved_path.write_text(json.dumps(saved))
+    result = pooled.train(replace(config, steps=4), resume=True, progress=False, tracking="none")
+    assert result.steps == 4
+    with pytest.raises(ConfigError, match="mean_teacher.ema_decay: 0.99 in config.json, 0.9 now"):
+        changed = replace(config, steps=6, mean_teacher=MeanTeacherConfig(rampup_steps=2, ema_decay=0.9))
+        pooled.train(changed, resume=True, progress=False, tracking="none")
+
+
 def test_training_learns_synthetic_vessels(synth_root: Path, tmp_path: Path) -> None:
     data = DataConfig(
         root=synth_root, centres=("centre-01",), crop=CropConfig(size=64), split=SplitConfig(val_fraction=0.34)
