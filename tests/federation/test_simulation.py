@@ -97,16 +97,29 @@ def test_run_outputs_checkpoints_ledger_and_summary(healthy_run: tuple[Path, str
 
 
 def test_the_demo_report_shows_heldout_images_with_the_final_models_masks(
-    healthy_run: tuple[Path, str], retina_crops: Path
+    healthy_run: tuple[Path, str], retina_crops: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The held-out centre scored with the final model, and (with an init-checkpoint, the demo's prior)
+    with the starting model too, each with its overlays; the two Dice are printed side by side."""
     from simulations.launch import show_heldout
 
     run, _ = healthy_run
-    config = {"out": str(run), "data-root": str(retina_crops), "site-map": "STARE,AV-WIDE,heldout:CHASE_DB1"}
+    prior = tmp_path / "prior.pt"
+    shutil.copy(run / "checkpoints" / "last.pt", prior)
+    config = {
+        "out": str(run),
+        "data-root": str(retina_crops),
+        "site-map": "STARE,AV-WIDE,heldout:CHASE_DB1",
+        "init-checkpoint": str(prior),
+    }
     show_heldout(config)
-    metrics = json.loads((run / "heldout" / "metrics.json").read_text())
-    assert set(metrics["centres"]) == {"CHASE_DB1"} and metrics["centres"]["CHASE_DB1"]["n_images"] == 4
-    assert [p.suffix for p in (run / "heldout" / "overlays").iterdir()] and (run / "heldout" / "report.md").exists()
+    for folder in (run / "heldout", run / "heldout" / "prior"):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert set(metrics["centres"]) == {"CHASE_DB1"} and metrics["centres"]["CHASE_DB1"]["n_images"] == 4
+        assert [p.suffix for p in (folder / "overlays").iterdir()] and (folder / "report.md").exists()
+    dice = json.loads((run / "heldout" / "metrics.json").read_text())["centres"]["CHASE_DB1"]["dice"]
+    printed = capsys.readouterr().out
+    assert f"Dice {dice:.3f} with the public prior alone, {dice:.3f} after federated training" in printed
 
 
 def test_every_field_a_dp_site_sent_is_the_update_public_or_in_the_ledger(healthy_run: tuple[Path, str]) -> None:
@@ -187,3 +200,32 @@ def test_encrypted_aggregation_runs_two_rounds_with_heldout_metrics(
         decrypt_checkpoint(run / "checkpoints" / "last.he", keys / "he" / "site.context", tmp_path / "last.pt")
     )
     assert checkpoint.meta["round"] == ROUNDS
+
+
+def test_the_demo_makes_its_prior_once_with_the_runs_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's init-checkpoint is pre-trained by `fedseg prior` with the run's model and options, and
+    not again once it exists (like the demo's data)."""
+    import simulations.launch as launch
+
+    calls: list[list[str]] = []
+
+    def run(command: list[str], check: bool) -> None:
+        calls.append(command)
+        (tmp_path / "prior").mkdir(exist_ok=True)
+        (tmp_path / "prior" / "prior.pt").write_bytes(b"weights")
+
+    monkeypatch.setattr(launch.subprocess, "run", run)
+    config = {
+        "init-checkpoint": str(tmp_path / "prior" / "prior.pt"),
+        "model": "unet",
+        "model-options": '{"widths": [8, 16], "aspp_rates": [1, 2]}',
+        "channels": 3,
+        "seed": 4,
+    }
+    launch.make_demo_prior(config)
+    launch.make_demo_prior(config)
+    assert len(calls) == 1
+    command = calls[0]
+    assert command[1:4] == ["prior", "--out", str(tmp_path / "prior")]
+    assert {"--model=unet", "--channels=3", "--seed=4", "--model-option=widths=[8, 16]"} <= set(command)
+    assert "--model-option=aspp_rates=[1, 2]" in command
