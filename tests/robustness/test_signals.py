@@ -161,9 +161,11 @@ def test_sigterm_to_the_simulation_launcher_stops_its_superlink_and_ray_and_exit
     for name, script in (("flower-superlink", FAKE_SUPERLINK), ("flwr", FAKE_FLWR)):
         (bin_dir / name).write_text(script.format(python=sys.executable))
         (bin_dir / name).chmod(0o755)
-    data = tmp_path / "data"
+    data, prior = tmp_path / "data", tmp_path / "prior" / "prior.pt"
     data.mkdir()
-    (data / "synth.json").write_text("{}")
+    (data / "synth.json").write_text("{}")  # the demo's data and prior exist: the launcher goes straight to flwr
+    prior.parent.mkdir()
+    prior.write_bytes(b"")
     log = tmp_path / "fake.log"
     launcher = textwrap.dedent(
         f"""
@@ -171,7 +173,8 @@ def test_sigterm_to_the_simulation_launcher_stops_its_superlink_and_ray_and_exit
         from pathlib import Path
         import simulations.launch as launch
         launch.bin_dir = lambda: Path({str(bin_dir)!r})
-        sys.argv = ["launch", "demo", "--set", "data-root='{data}'", "--set", "out='{tmp_path / "out"}'"]
+        sys.argv = ["launch", "demo", "--set", "data-root='{data}'", "--set", "out='{tmp_path / "out"}'",
+                    "--set", "init-checkpoint='{prior}'"]
         sys.exit(launch.main())
         """
     )
