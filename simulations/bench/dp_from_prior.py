@@ -66,7 +66,7 @@ def arm_flags(arm: str, prior: Path) -> list[str]:
 
 
 def run_arm(arm: str, task: Task, args: argparse.Namespace, prior: Path) -> dict[str, Any]:
-    run = args.out / "work" / arm
+    run = args.out / "work" / args.task / arm
     options = [f"--model-option={option}" for option in MODEL_OPTIONS]
     fedseg(
         "train", "--data", str(task.data), "--centres", task.train, "--out", str(run), *options,
@@ -74,7 +74,7 @@ def run_arm(arm: str, task: Task, args: argparse.Namespace, prior: Path) -> dict
         "--seed", str(args.seed), "--val-every", "0", "--checkpoint-every", str(args.steps), "--workers", "0",
         "--tracking", "none", "--device", "cpu", *task.train_flags, *arm_flags(arm, prior),
     )  # fmt: skip
-    return score(run / "checkpoints" / "last.pt", task, run, args.out / "work" / f"eval-{arm}")
+    return score(run / "checkpoints" / "last.pt", task, run, args.out / "work" / args.task / f"eval-{arm}")
 
 
 def score(checkpoint: Path, task: Task, run: Path, out: Path) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def score(checkpoint: Path, task: Task, run: Path, out: Path) -> dict[str, Any]:
 
 
 def make_prior(task: Task, args: argparse.Namespace) -> Path:
-    folder = args.out / "work" / "prior"
+    folder = args.out / "work" / args.task / "prior"
     if not (folder / "prior.pt").exists():
         options = [f"--model-option={option}" for option in MODEL_OPTIONS]
         fedseg("prior", "--out", str(folder), "--kind", task.prior_kind, "--crop-size", str(args.crop_size),
@@ -116,8 +116,8 @@ def main() -> int:
         results[arm] = json.loads(path.read_text())
     prior_file = args.out / f"{args.task}-prior-alone.json"
     if not prior_file.exists():  # scored on the same held-out images (a run's manifest names polyp's test split)
-        run = args.out / "work" / arms[0]
-        atomic_write_json(prior_file, score(prior, task, run, args.out / "work" / "eval-prior"))
+        run = args.out / "work" / args.task / arms[0]
+        atomic_write_json(prior_file, score(prior, task, run, args.out / "work" / args.task / "eval-prior"))
     results["prior-alone"] = json.loads(prior_file.read_text())
     summary = {"benchmark": "dp_from_prior", "machine": machine(), "settings": vars(args) | {"out": str(args.out)},
                "held_out_dice": results}  # fmt: skip
