@@ -125,21 +125,13 @@ class Experiment:
     seed: int = 0
 
 
-CPU = Scale(
-    "cpu",
+CPU = replace(
+    FULL,
+    name="cpu",
     rounds=24,
     local_steps=30,
     batch_size=8,
-    crop_size=256,
-    retina_resize=0,
-    polyp_resize=384,
-    model_options="{}",
-    seeds=(0, 1, 2),
-    heldout_each=True,
-    polyp_accuracy=True,
-    epsilons=(1.0, 3.0, 8.0, 30.0),
     device="cpu",
-    privacy_sites=FULL.privacy_sites,
     cost={"dp": ["--batch-size", "8", "--crop", "256"], "sites": "2,4,8,16,32"},
     # the settings of the time-to-Dice run that reached 0.70 (one-cycle schedule, scoring every 4th round)
     run_config={"lr": 0.003, "lr-schedule": "onecycle", "evaluate-every": 4},
