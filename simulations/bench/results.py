@@ -84,6 +84,7 @@ def accuracy_section(results: list[dict[str, Any]], out: Path, pending: list[tup
                 f"{row['seconds'] / 60:.1f} |"
             )
         lines += not_run(pending, table, 6)
+        lines += below_local_only(results, table, rows)
         if not rows:
             lines.append("")
             continue
@@ -101,6 +102,43 @@ def accuracy_section(results: list[dict[str, Any]], out: Path, pending: list[tup
         save_figure(figure, out / name)
         lines += ["", f"![{table}]({name})", ""]
     return lines
+
+
+def below_local_only(results: list[dict[str, Any]], table: str, rows: list[dict[str, Any]]) -> list[str]:
+    """A note for each row scoring below the best local-only row, with the facts its run recorded."""
+    local = [r["dice"] for r in rows if r["label"].startswith("local only") and r["dice"] is not None]
+    if not local:
+        return []
+    best = max(local)
+    notes = []
+    for row in rows:
+        if row["label"].startswith("local only") or row["dice"] is None or row["dice"] >= best:
+            continue
+        runs = [r for r in results if r["table"] == table and r["label"] == row["label"]]
+        record = next((r["federation"] for r in runs if "federation" in r), None)
+        notes.append(f"- **{row['label']}** ({row['dice']:.3f}, below {best:.3f}): {explain(record)}")
+    return ["", "Rows below local-only training, and what their runs recorded:", "", *notes] if notes else []
+
+
+def explain(record: dict[str, Any] | None) -> str:
+    """Why a federated row may score below local-only, from its ``federation`` record (labels, DP noise, gaps)."""
+    sites = (record or {}).get("sites", {})
+    reasons = []
+    partial = {s: f for s, f in sites.items() if "labelled" in f and f["labelled"] < f.get("examples", 0)}
+    if partial:
+        counts = ", ".join(f"{s} {f['labelled']} of {f['examples']}" for s, f in partial.items())
+        reasons.append(f"labelled images per site {counts} (local-only rows train on every label of their site)")
+    noisy = {s: f for s, f in sites.items() if "noise_multiplier" in f}
+    if noisy:
+        noise = ", ".join(
+            f"{s} {f['noise_multiplier']:.1f} at sampling rate {f['sample_rate']:.2f} of {f['examples']} images"
+            for s, f in noisy.items()
+        )
+        reasons.append(f"DP-SGD noise multiplier {noise}")
+    if record and record.get("rounds_with_sites_left_out"):
+        gaps = ", ".join(str(r) for r in record["rounds_with_sites_left_out"])
+        reasons.append(f"a site's update was left out in round(s) {gaps}")
+    return "; ".join(reasons) + "." if reasons else "its run recorded no cause: not explained."
 
 
 def privacy_section(results: list[dict[str, Any]], out: Path, pending: list[tuple[str, str]]) -> list[str]:
@@ -229,8 +267,12 @@ CPU_NOTE = (
     "(24 x 30) with the same settings. Rows are compared at this equal number of steps per site, not at "
     "equal wall-clock: the minutes column is the wall time the row's parts took on this machine (with "
     "whatever else ran beside them). Headline rows (pooled; + HE; + HE + DP epsilon 8) have 3 seeds, the "
-    "others 1. Every model is its final global checkpoint, scored at the held-out centre's full "
-    "resolution (threshold 0.5) with a bootstrap 95 % interval over images."
+    "others 1. DP rows and every point of the privacy-utility curve start from fedseg's public prior "
+    "(`fedseg prior`: 400 steps on generated images, no real image and no privacy spent): from random "
+    "init DP-SGD learns nothing on a few dozen images per site (held-out CHASE_DB1 Dice 0.000 at this "
+    "budget, `simulations/results/2026-11-22-nvidia-h100-cpu-profile`). Every model is its final global "
+    "checkpoint, scored at the held-out centre's full resolution (threshold 0.5) with a bootstrap 95 % "
+    "interval over images."
 )
 
 

@@ -75,6 +75,7 @@ class Scale:
     privacy_sites: str
     cost: dict[str, Any] = field(default_factory=dict)
     run_config: dict[str, Any] = field(default_factory=dict)  # more run-config keys for every run
+    prior_steps: int = 400  # the public prior that DP rows start from (`fedseg prior`, generated images only)
 
 
 QUICK = Scale(
@@ -93,6 +94,7 @@ QUICK = Scale(
     device="cpu",
     privacy_sites="Kvasir-SEG/1-of-20,Kvasir-SEG/2-of-20,heldout:Kvasir-SEG/test",
     cost={"dp": ["--batch-size", "4", "--crop", "64", "--steps", "2", "--warmup", "1"], "sites": "2,4"},
+    prior_steps=20,
 )
 FULL = Scale(
     "full",
@@ -275,7 +277,34 @@ def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
     checkpoint = federated_checkpoint(work)
     if checkpoint is None:
         raise RuntimeError(f"{experiment.id}: the federation wrote no model\n{completed.stdout[-3000:]}")
+    check_finished(scale, experiment, work)
     return checkpoint
+
+
+def federation_record(work: Path) -> dict[str, Any]:
+    """What the server's ``rounds.jsonl`` says of a federated row: the rounds it finished, the rounds in which
+    a site's update was left out, and each training site's facts in the last round (images, labelled images,
+    DP noise multiplier and sampling rate), which RESULTS.md uses to explain a row below local-only."""
+    path = work / "run" / "rounds.jsonl"
+    rounds = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    keys = ("examples", "labelled", "noise_multiplier", "sample_rate")
+    return {
+        "rounds": rounds[-1]["round"] if rounds else 0,
+        "rounds_with_sites_left_out": [r["round"] for r in rounds if r.get("left_out")],
+        "sites": {site: {k: v for k, v in facts.items() if k in keys} for site, facts in rounds[-1]["train"].items()}
+        if rounds
+        else {},
+    }
+
+
+def check_finished(scale: Scale, experiment: Experiment, work: Path) -> None:
+    """A federation that stopped early (no usable update in a round) is not a row: raise, naming why."""
+    finished = federation_record(work)["rounds"]
+    if finished < scale.rounds:
+        raise RuntimeError(
+            f"{experiment.id}: the federation stopped after round {finished} of {scale.rounds}; "
+            f"{work / 'run' / 'summary.md'} says why"
+        )
 
 
 def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
@@ -285,6 +314,8 @@ def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> di
 
     config = base_run_config(scale, experiment, work)
     config.update({k: v for k, v in experiment.settings.items() if k not in ("task", "heldout", "centres")})
+    if starts_from_prior(experiment):
+        config["init-checkpoint"] = str(public_prior(scale, experiment.settings["task"], work.parent))
     if config.get("he"):  # the key ceremony's files, all in one folder (a simulation plays every site)
         names = [spec.name for spec in parse_site_map(config["site-map"])]
         credentials(work / "keys", names)
@@ -292,6 +323,31 @@ def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> di
         config["registry"] = str(work / "keys" / "federation.json")
         config["node-keys"] = str(work / "keys" / "node-keys")
     return config
+
+
+PRIOR_KIND = {"retina": "vessels", "polyp": "blobs"}
+
+
+def starts_from_prior(experiment: Experiment) -> bool:
+    """DP rows, and every point of the privacy-utility curve, start from the public prior: from random init
+    DP-SGD learns nothing on a few dozen images per site (``simulations/results/*-dp-prior``)."""
+    return "dp-epsilon" in experiment.settings or experiment.table.startswith("privacy")
+
+
+def public_prior(scale: Scale, task: str, work: Path) -> Path:
+    """``work/prior-<task>/prior.pt``: ``fedseg prior`` on generated images (no data read, no privacy spent),
+    made once per task and results folder with the rows' model."""
+    folder = work / f"prior-{task}"
+    if not (folder / "prior.pt").exists():
+        command = [sys.executable, "-m", "fedseg", "prior", "--out", str(folder), "--kind", PRIOR_KIND[task]]
+        command += ["--steps", str(scale.prior_steps), "--crop-size", str(min(128, scale.crop_size))]
+        command += ["--device", scale.device, "--seed", "0"]
+        options = json.loads(scale.model_options or "{}")
+        command += [f"--model-option={key}={json.dumps(value)}" for key, value in options.items()]
+        made = subprocess.run(command, cwd=REPO, check=False, capture_output=True, text=True)
+        if made.returncode != 0:
+            raise RuntimeError(f"fedseg prior failed for {task} (exit {made.returncode}):\n{made.stderr[-3000:]}")
+    return folder / "prior.pt"
 
 
 def federated_checkpoint(work: Path) -> Path | None:
@@ -413,6 +469,8 @@ def run_experiment(scale: Scale, experiment: Experiment, out: Path) -> dict[str,
         checkpoint = (run_pooled if experiment.kind == "pooled" else run_federated)(scale, experiment, work)
         result["heldout"] = score(scale, experiment, checkpoint, work)
         result["privacy"] = privacy_of(work)
+        if experiment.kind == "federated":
+            result["federation"] = federation_record(work)
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -490,6 +548,8 @@ def write_row(scale: Scale, experiment: Experiment, out: Path, work: Path, *, se
     checkpoint = work / "run" / "checkpoints" / "last.pt" if experiment.kind == "pooled" else federated_checkpoint(work)
     if checkpoint is None or not checkpoint.exists():
         raise RuntimeError(f"{experiment.id}: the run wrote no model; see {work / 'run'}")
+    if experiment.kind == "federated":
+        check_finished(scale, experiment, work)
     result = {
         "id": experiment.id,
         "table": experiment.table,
@@ -501,6 +561,8 @@ def write_row(scale: Scale, experiment: Experiment, out: Path, work: Path, *, se
         "heldout": score(scale, experiment, checkpoint, work),
         "privacy": privacy_of(work),
     }
+    if experiment.kind == "federated":
+        result["federation"] = federation_record(work)
     result["seconds"] = parts.row_seconds(out, experiment.id) + seconds
     atomic_write_json(out / f"{experiment.id}.json", result)
 
@@ -564,7 +626,7 @@ def run_parts(
 def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
     """Run ``part`` in a process of its own, again while it stops at the time limit having made progress;
     False when it failed or made none (the run folder's ``flwr-run.log`` says why)."""
-    command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", scale.name, "--out", str(out)]
+    command = self_command(scale, out)
     reached = parts.read_progress(out).get(part.name, {}).get("reached", part.first - 1)
     if parts.is_done(out, part):
         print(f"{part.name}: done already", flush=True)
@@ -582,6 +644,14 @@ def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
         if not parts.is_done(out, part):
             print(f"  stopped at {parts.PART_MINUTES:g} minutes at {reached} of {part.last}; continuing", flush=True)
     return True
+
+
+def self_command(scale: Scale, out: Path) -> list[str]:
+    """This script on ``scale`` (its device too, where ``--device`` changed it) writing to ``out``."""
+    command = [sys.executable, "-m", "simulations.bench.run_all", "--profile", scale.name, "--out", str(out)]
+    if scale.device != PROFILES[scale.name].device:
+        command += ["--device", scale.device]
+    return command
 
 
 def pending_rows(scale: Scale, out: Path) -> list[tuple[str, str]]:
@@ -630,17 +700,7 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
         print(f"[{elapsed:5.1f} min] {experiment.id}", flush=True)
         try:
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "simulations.bench.run_all",
-                    "--profile",
-                    scale.name,
-                    "--out",
-                    str(out),
-                    "--one",
-                    experiment.id,
-                ],
+                [*self_command(scale, out), "--one", experiment.id],
                 cwd=REPO,
                 check=True,
                 timeout=timeout,
@@ -671,6 +731,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the smoke test: --profile quick")
     parser.add_argument("--scale", choices=sorted(PROFILES), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--device", default=None, help="train and score on this device instead of the profile's (e.g. cuda)"
+    )
     parser.add_argument("--plan", action="store_true", help="the parts, their estimated minutes, what is done")
     parser.add_argument("--next", type=int, nargs="?", const=1, default=None, metavar="N", help="run the next N parts")
     parser.add_argument("--part", default=None, help="comma-separated part names (see --plan) to run")
@@ -684,6 +747,8 @@ def main() -> int:
     parser.add_argument("--one-part", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     scale = PROFILES[args.profile or args.scale or ("quick" if args.quick else "full")]
+    if args.device:
+        scale = replace(scale, device=args.device)
     out = args.out or default_out(scale)
     out.mkdir(parents=True, exist_ok=True)
     if args.one:
@@ -701,7 +766,7 @@ def main() -> int:
     tables = args.tables.split(",") if args.tables else None
     if args.plan:
         return show_plan(scale, out, tables)
-    every_part = scale is CPU and not args.only  # the cpu profile runs in parts only
+    every_part = scale.name == CPU.name and not args.only  # the cpu profile runs in parts only
     if args.next is not None or args.part or every_part:
         if missing_data():
             return 2

@@ -212,3 +212,63 @@ def test_a_part_stopped_at_the_time_limit_runs_again_while_it_makes_progress(
     stuck = parts.Part("stuck@rounds-1-3", "stuck", "rounds", 1, 3, 3, 1.0)
     attempts = attempts_reaching(stuck, [1, 1, 1])
     assert not run_all.run_to_the_end(QUICK, stuck, tmp_path) and attempts == [1, 1]  # no progress: gives up
+
+
+def test_dp_rows_and_the_privacy_curve_start_from_the_public_prior_and_nothing_else_does() -> None:
+    from simulations.bench.run_all import starts_from_prior
+
+    for scale in (CPU, FULL):
+        from_prior = {e.id for e in all_experiments(scale) if starts_from_prior(e)}
+        assert {e.id for e in all_experiments(scale) if "dp-epsilon" in e.settings} <= from_prior
+        assert {e.id for e in all_experiments(scale) if e.table.startswith("privacy")} <= from_prior
+        others = {e.label for e in all_experiments(scale) if e.id not in from_prior and e.kind != "bench"}
+        assert others and not any("DP" in label for label in others)
+
+
+def test_a_dp_row_is_configured_to_start_from_a_prior_made_from_generated_images_only(tmp_path: Path) -> None:
+    from simulations.bench.run_all import federated_run_config
+
+    row = next(e for e in all_experiments(QUICK) if e.settings.get("dp-epsilon") and not e.settings.get("he"))
+    config = federated_run_config(QUICK, row, tmp_path / "work" / row.id)
+    prior = Path(config["init-checkpoint"])
+    assert prior == tmp_path / "work" / f"prior-{row.settings['task']}" / "prior.pt"
+    meta = load_checkpoint(prior).meta
+    assert meta["prior"]["generator"] == "fedseg.data.synth" and meta["prior"]["steps"] == QUICK.prior_steps
+    assert meta["prior"]["kind"] == {"retina": "vessels", "polyp": "blobs"}[row.settings["task"]]
+    options = load_checkpoint(prior).model.options
+    assert {k: options[k] for k in json.loads(QUICK.model_options)} == json.loads(QUICK.model_options)
+    made = prior.stat().st_mtime_ns
+    again = federated_run_config(QUICK, row, tmp_path / "work" / "another-row")  # made once per task
+    assert again["init-checkpoint"] == str(prior) and prior.stat().st_mtime_ns == made
+
+
+def test_device_override_reaches_the_processes_the_suite_starts(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from simulations.bench.run_all import self_command
+
+    assert "--device" not in self_command(CPU, tmp_path)
+    command = self_command(replace(CPU, device="cuda"), tmp_path)
+    assert command[command.index("--device") + 1] == "cuda" and command[command.index("--profile") + 1] == "cpu"
+
+
+def test_a_federation_that_stopped_early_is_not_a_row(tmp_path: Path) -> None:
+    from simulations.bench.run_all import check_finished, federation_record
+
+    row = next(e for e in all_experiments(CPU) if e.kind == "federated")
+    work = tmp_path / row.id
+    (work / "run").mkdir(parents=True)
+    facts = {"examples": 17, "labelled": 4, "noise_multiplier": 8.1, "sample_rate": 0.47, "epsilon": 5.0}
+    rounds = [
+        {"round": r, "train": {"STARE": facts}, "left_out": {"AV-WIDE": "failed"} if r == 8 else {}}
+        for r in range(1, 12)
+    ]
+    (work / "run" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    with pytest.raises(RuntimeError, match=r"stopped after round 11 of 24; .*summary\.md"):
+        check_finished(CPU, row, work)
+    record = federation_record(work)
+    assert record["rounds_with_sites_left_out"] == [8]
+    assert record["sites"] == {"STARE": {k: v for k, v in facts.items() if k != "epsilon"}}
+    rounds += [{"round": r, "train": {"STARE": facts}} for r in range(12, CPU.rounds + 1)]
+    (work / "run" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    check_finished(CPU, row, work)
