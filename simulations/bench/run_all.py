@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ import tomllib
 import torch
 
 from fedseg.files import atomic_write_json
+from fedseg.signals import Interrupted, stop_on_signals
 from fedseg.training.config import TrainConfig
 from simulations.bench import parts
 from simulations.bench.results import write_results
@@ -632,10 +634,10 @@ def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
         print(f"{part.name}: done already", flush=True)
     while not parts.is_done(out, part):
         print(f"{part.name} (about {part.minutes:.1f} min)", flush=True)
-        completed = subprocess.run([*command, "--one-part", part.name], cwd=REPO, check=False)
+        code = run_child([*command, "--one-part", part.name])
         write_results(out, scale.name, pending=pending_rows(scale, out))
-        if completed.returncode != 0:
-            print(f"  failed (exit {completed.returncode}); see the log above", flush=True)
+        if code != 0:
+            print(f"  failed (exit {code}); see the log above", flush=True)
             return False
         before, reached = reached, parts.read_progress(out)[part.name]["reached"]
         if not parts.is_done(out, part) and reached <= before:
@@ -644,6 +646,23 @@ def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
         if not parts.is_done(out, part):
             print(f"  stopped at {parts.PART_MINUTES:g} minutes at {reached} of {part.last}; continuing", flush=True)
     return True
+
+
+def run_child(command: list[str], *, timeout: float | None = None) -> int:
+    """Run ``command`` (a part or a row) in a process of its own; its exit code. When this process is asked to
+    stop (SIGINT, SIGTERM) or ``timeout`` passes, the child is asked to stop too and given a minute to stop its
+    SuperLink and Ray before it is killed: no simulation outlives the suite."""
+    process = subprocess.Popen(command, cwd=REPO)
+    try:
+        return process.wait(timeout=timeout)
+    except (Interrupted, subprocess.TimeoutExpired):
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
 
 
 def self_command(scale: Scale, out: Path) -> list[str]:
@@ -699,17 +718,12 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
         timeout = None if budget_minutes is None else max(60.0, (budget_minutes - elapsed) * 60)
         print(f"[{elapsed:5.1f} min] {experiment.id}", flush=True)
         try:
-            subprocess.run(
-                [*self_command(scale, out), "--one", experiment.id],
-                cwd=REPO,
-                check=True,
-                timeout=timeout,
-            )
+            code = run_child([*self_command(scale, out), "--one", experiment.id], timeout=timeout)
         except subprocess.TimeoutExpired:
             print(f"  stopped by --budget-minutes; run again to resume {experiment.id}", flush=True)
             break
-        except subprocess.CalledProcessError as error:
-            print(f"  failed (exit {error.returncode}); see the log above", flush=True)
+        if code != 0:
+            print(f"  failed (exit {code}); see the log above", flush=True)
             failed.append(experiment.id)
         write_results(out, scale.name, pending=pending_rows(scale, out))
     remaining = [e.id for e in experiments if not (out / f"{e.id}.json").exists()]
@@ -778,4 +792,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # SIGINT/SIGTERM: a running simulation stops its SuperLink and Ray first
+        try:
+            code = main()
+        except Interrupted as stop:
+            print(f"run_all: {stop}; run the same command again to resume", file=sys.stderr)
+            code = stop.exit_code
+    sys.exit(code)

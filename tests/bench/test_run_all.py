@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -272,3 +274,55 @@ def test_a_federation_that_stopped_early_is_not_a_row(tmp_path: Path) -> None:
     rounds += [{"round": r, "train": {"STARE": facts}} for r in range(12, CPU.rounds + 1)]
     (work / "run" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
     check_finished(CPU, row, work)
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def test_sigterm_stops_the_suite_and_every_process_of_its_simulation(tmp_path: Path) -> None:
+    """A stopped suite leaves no SuperLink or Ray behind to eat a 2-core machine (it did: killed parts ran on)."""
+    require_shared_data()
+    part = "accuracy-retina-chase-db1--fedavg--seed0@rounds-1-3"
+    command = [sys.executable, "-m", "simulations.bench.run_all", "--quick", "--out", str(tmp_path), "--part", part]
+    env = {**os.environ, "FEDSEG_FLWR_HOME": str(tmp_path / "flwr")}
+    suite = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, started = time.monotonic() + 300, set()
+    while time.monotonic() < deadline and not any(_is_ray(pid) for pid in started):
+        time.sleep(2)
+        started = _descendants(suite.pid)
+    assert any(_is_ray(pid) for pid in started), "the simulation's Ray did not start within 5 minutes"
+    suite.send_signal(signal.SIGTERM)
+    output, _ = suite.communicate(timeout=150)
+    assert suite.returncode == 143 and "run the same command again to resume" in output
+    time.sleep(2)
+    left = [pid for pid in started if Path(f"/proc/{pid}").exists() and "<defunct>" not in _cmdline(pid)]
+    assert not left, [_cmdline(pid) for pid in left]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() or "<defunct>"
+    except OSError:
+        return "<gone>"
+
+
+def _is_ray(pid: int) -> bool:
+    return "raylet" in _cmdline(pid)
