@@ -198,13 +198,13 @@ def test_a_part_stopped_at_the_time_limit_runs_again_while_it_makes_progress(
         """Replace the part's process with one that records the next ``reached``; returns the attempts made."""
         attempts: list[int] = []
 
-        def run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+        def run(command: list[str], **_: object) -> int:
             assert command[-2:] == ["--one-part", part.name]
             attempts.append(reached_each_time[len(attempts)])
             parts.record(tmp_path, part, reached=attempts[-1], seconds=600.0)
-            return subprocess.CompletedProcess(command, 0)
+            return 0
 
-        monkeypatch.setattr(run_all.subprocess, "run", run)
+        monkeypatch.setattr(run_all, "run_child", run)
         return attempts
 
     part = next(p for p in plan(QUICK) if p.unit == "rounds")
