@@ -279,7 +279,6 @@ def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
     checkpoint = federated_checkpoint(work)
     if checkpoint is None:
         raise RuntimeError(f"{experiment.id}: the federation wrote no model\n{completed.stdout[-3000:]}")
-    check_finished(scale, experiment, work)
     return checkpoint
 
 
@@ -299,14 +298,36 @@ def federation_record(work: Path) -> dict[str, Any]:
     }
 
 
-def check_finished(scale: Scale, experiment: Experiment, work: Path) -> None:
-    """A federation that stopped early (no usable update in a round) is not a row: raise, naming why."""
-    finished = federation_record(work)["rounds"]
-    if finished < scale.rounds:
+def check_finished(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
+    """The federation's record; a federation that stopped early (no usable update in a round) is not a row:
+    raise, naming why."""
+    record = federation_record(work)
+    if record["rounds"] < scale.rounds:
         raise RuntimeError(
-            f"{experiment.id}: the federation stopped after round {finished} of {scale.rounds}; "
+            f"{experiment.id}: the federation stopped after round {record['rounds']} of {scale.rounds}; "
             f"{work / 'run' / 'summary.md'} says why"
         )
+    return record
+
+
+def row_identity(scale: Scale, experiment: Experiment) -> dict[str, Any]:
+    return {
+        "id": experiment.id,
+        "table": experiment.table,
+        "label": experiment.label,
+        "kind": experiment.kind,
+        "seed": experiment.seed,
+        "scale": scale.name,
+        "settings": experiment.settings,
+    }
+
+
+def scored_row(scale: Scale, experiment: Experiment, checkpoint: Path, work: Path) -> dict[str, Any]:
+    """A trained row's JSON: what it is, its held-out score, the privacy it spent and (federated) its record."""
+    record = check_finished(scale, experiment, work) if experiment.kind == "federated" else None
+    result = row_identity(scale, experiment)
+    result |= {"heldout": score(scale, experiment, checkpoint, work), "privacy": privacy_of(work)}
+    return result | ({"federation": record} if record else {})
 
 
 def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
@@ -339,16 +360,14 @@ def starts_from_prior(experiment: Experiment) -> bool:
 def public_prior(scale: Scale, task: str, work: Path) -> Path:
     """``work/prior-<task>/prior.pt``: ``fedseg prior`` on generated images (no data read, no privacy spent),
     made once per task and results folder with the rows' model."""
+    from fedseg.models import ModelConfig
+    from fedseg.training.prior import PriorConfig, build_prior
+
     folder = work / f"prior-{task}"
     if not (folder / "prior.pt").exists():
-        command = [sys.executable, "-m", "fedseg", "prior", "--out", str(folder), "--kind", PRIOR_KIND[task]]
-        command += ["--steps", str(scale.prior_steps), "--crop-size", str(min(128, scale.crop_size))]
-        command += ["--device", scale.device, "--seed", "0"]
-        options = json.loads(scale.model_options or "{}")
-        command += [f"--model-option={key}={json.dumps(value)}" for key, value in options.items()]
-        made = subprocess.run(command, cwd=REPO, check=False, capture_output=True, text=True)
-        if made.returncode != 0:
-            raise RuntimeError(f"fedseg prior failed for {task} (exit {made.returncode}):\n{made.stderr[-3000:]}")
+        model = ModelConfig(options=json.loads(scale.model_options or "{}"))
+        prior = PriorConfig(folder, model, kind=PRIOR_KIND[task], steps=scale.prior_steps, device=scale.device)
+        build_prior(replace(prior, crop_size=min(128, scale.crop_size)), progress=False)
     return folder / "prior.pt"
 
 
@@ -456,23 +475,11 @@ def run_experiment(scale: Scale, experiment: Experiment, out: Path) -> dict[str,
     work = out / "work" / experiment.id
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result: dict[str, Any] = {
-        "id": experiment.id,
-        "table": experiment.table,
-        "label": experiment.label,
-        "kind": experiment.kind,
-        "seed": experiment.seed,
-        "scale": scale.name,
-        "settings": experiment.settings,
-    }
     if experiment.kind == "bench":
-        result["results"] = run_bench(experiment, out)
+        result = row_identity(scale, experiment) | {"results": run_bench(experiment, out)}
     else:
         checkpoint = (run_pooled if experiment.kind == "pooled" else run_federated)(scale, experiment, work)
-        result["heldout"] = score(scale, experiment, checkpoint, work)
-        result["privacy"] = privacy_of(work)
-        if experiment.kind == "federated":
-            result["federation"] = federation_record(work)
+        result = scored_row(scale, experiment, checkpoint, work)
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -550,21 +557,7 @@ def write_row(scale: Scale, experiment: Experiment, out: Path, work: Path, *, se
     checkpoint = work / "run" / "checkpoints" / "last.pt" if experiment.kind == "pooled" else federated_checkpoint(work)
     if checkpoint is None or not checkpoint.exists():
         raise RuntimeError(f"{experiment.id}: the run wrote no model; see {work / 'run'}")
-    if experiment.kind == "federated":
-        check_finished(scale, experiment, work)
-    result = {
-        "id": experiment.id,
-        "table": experiment.table,
-        "label": experiment.label,
-        "kind": experiment.kind,
-        "seed": experiment.seed,
-        "scale": scale.name,
-        "settings": experiment.settings,
-        "heldout": score(scale, experiment, checkpoint, work),
-        "privacy": privacy_of(work),
-    }
-    if experiment.kind == "federated":
-        result["federation"] = federation_record(work)
+    result = scored_row(scale, experiment, checkpoint, work)
     result["seconds"] = parts.row_seconds(out, experiment.id) + seconds
     atomic_write_json(out / f"{experiment.id}.json", result)
 
