@@ -5,7 +5,8 @@ saving anything. Inside ``stop_on_signals()`` the first SIGINT or SIGTERM raises
 (a ``KeyboardInterrupt``), so the code that saves state on Ctrl-C runs on SIGTERM too; later
 signals are reported and ignored while that state is being saved (SIGKILL still stops at once).
 ``signals_deferred`` holds signals back around a short commit; ``stop_process_group`` stops a child
-and everything it started the same way (SIGTERM, then SIGKILL after a grace period).
+and everything it started the same way (SIGTERM, then SIGKILL after a grace period);
+``leave_process_group`` keeps a job's signals away from its data-loading workers.
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(sig, old)
         for signum in dict.fromkeys(received):
             signal.raise_signal(signum)
+
+
+def leave_process_group(_worker_id: int = 0) -> None:
+    """A DataLoader's ``worker_init_fn``: the worker leaves the job's process group, so that a signal to the
+    job (``kill`` of its process group, a terminal's Ctrl-C) reaches the main process only.
+
+    PyTorch makes a worker die at once on such a SIGTERM, maybe holding the lock of the ``done_event`` it
+    shares with the main process, which then waits forever for that lock when it shuts the loader down
+    after saving its state. The main process stops its workers itself (PyTorch's shutdown, or the SIGTERM
+    of ``terminate()`` at exit); a worker whose parent is gone exits by itself.
+    """
+    os.setpgid(0, 0)
 
 
 def stop_process_group(process: subprocess.Popen, *, grace: float) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from fedseg.signals import leave_process_group
+
 if typing.TYPE_CHECKING:
     from fedseg.data.crops import CropDataset
 
@@ -145,4 +147,5 @@ def step_loader(
         num_workers=workers,
         collate_fn=collate_or_none,
         pin_memory=pin_memory,
+        worker_init_fn=leave_process_group,  # a job's SIGTERM stops the main process; it stops its workers
     )
