@@ -107,7 +107,11 @@ class RunFolder:
                     "continue it, or choose another 'out'"
                 )
             if changed:
-                raise ConfigError(f"{self.root}: cannot resume, run config changed: {changed}")
+                was = "; ".join(f"{k}: {saved.get(k, defaults[k])!r} -> {current.get(k)!r}" for k in changed)
+                raise ConfigError(
+                    f"{self.root}: cannot resume, run config changed ({was}); run it with the settings of its "
+                    f"{self.config_file.name}, or choose another 'out'"
+                )
             point = self._resume_point()
             self._drop_lines_after(point.round)
             logger.info("resuming %s after round %d", self.root, point.round)

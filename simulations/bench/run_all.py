@@ -12,7 +12,7 @@
 
 Profiles: ``quick`` runs every path end to end in minutes (its numbers are not results); ``cpu``
 trains every row at least the budget that reached a held-out CHASE_DB1 Dice of 0.70 on 2 CPU cores
-(24 rounds x 30 local steps at batch 8 federated, 720 steps pooled; see
+(24 rounds x 30 local steps per site at batch 8; pooled rows the same steps summed over the sites; see
 ``simulations/results/2026-11-22-cpu-x86-64-2core-time-to-dice``), in resumable parts of at most ten
 minutes each (``simulations/bench/parts.py``); ``full`` is the GPU-sized suite.
 
@@ -164,9 +164,8 @@ def accuracy_experiments(scale: Scale, task: str, training: list[str], heldout: 
     rows: list[tuple[str, str, dict[str, Any]]] = []
     for site in training:
         rows.append((f"local only: {site}", "federated", {"site-map": f"{site},heldout:{heldout}"}))
-    rows.append(
-        ("pooled", "pooled", {"centres": [s.split("/")[0] for s in training][:1] if task == "polyp" else training})
-    )
+    centres = [s.split("/")[0] for s in training][:1] if task == "polyp" else training
+    rows.append(("pooled", "pooled", {"centres": centres, "sites": len(training)}))
     sites = ",".join(training) + f",heldout:{heldout}"
     variants = list(VARIANTS) + [
         ("+ HE + DP (epsilon 8)", {"label-fraction": 0.25, "mean-teacher": True, "he": True, "dp-epsilon": 8.0})
@@ -392,8 +391,9 @@ def run_pooled(scale: Scale, experiment: Experiment, work: Path) -> Path:
 
 def pooled_train_config(scale: Scale, experiment: Experiment, work: Path) -> TrainConfig:
     """The federation's pooled reference (``FederationConfig.pooled_config``: its data, model, loss,
-    optimiser and Mean Teacher settings over the training centres pooled, for rounds x local steps),
-    without validation; the learning-rate schedule is the scale's (constant where it names none)."""
+    optimiser and Mean Teacher settings over the training centres pooled) for the federation's compute
+    (:func:`pooled_steps`), without validation; the learning-rate schedule is the scale's (constant
+    where it names none)."""
     from fedseg.federation.config import FederationConfig
 
     config = base_run_config(scale, experiment, work)
@@ -401,13 +401,21 @@ def pooled_train_config(scale: Scale, experiment: Experiment, work: Path) -> Tra
         config["test-fraction"] = 0.0
     federation = FederationConfig.from_run_config(config)
     pooled = federation.pooled_config(Path(config["data-root"]), tuple(experiment.settings["centres"]), work / "run")
+    steps = pooled_steps(scale, experiment)
     return replace(
         pooled,
         optim=replace(pooled.optim, schedule=config.get("lr-schedule", "constant")),
+        steps=steps,
         workers=0,
         val_every=0,
-        checkpoint_every=max(1, pooled.steps // 4),
+        checkpoint_every=max(1, steps // 4),
     )
+
+
+def pooled_steps(scale: Scale, experiment: Experiment) -> int:
+    """The federation's compute on one machine: every round's local steps at each of its training sites
+    (the sites of a simulation share the machine's cores, so this is also its wall-clock budget)."""
+    return scale.rounds * scale.local_steps * int(experiment.settings["sites"])
 
 
 def score(scale: Scale, experiment: Experiment, checkpoint: Path, work: Path) -> dict[str, Any]:
@@ -500,7 +508,7 @@ def work_of(scale: Scale, experiment: Experiment, costs: parts.Costs = parts.COS
     scoring = _heldout_megapixels(experiment) / costs.megapixels_per_second
     final = scoring + 15.0  # fedseg evaluate: load, score with TTA off, bootstrap the interval
     if experiment.kind == "pooled":
-        steps = scale.rounds * scale.local_steps
+        steps = pooled_steps(scale, experiment)
         chunks = -(-steps // scale.local_steps)
         chunk_seconds = (scale.local_steps * costs.step,) * chunks
         return parts.Work(experiment.id, "steps", steps, scale.local_steps, chunk_seconds, 20.0, final)
@@ -756,7 +764,7 @@ def main() -> int:
     scale = PROFILES[args.profile or args.scale or ("quick" if args.quick else "full")]
     if args.device:
         scale = replace(scale, device=args.device)
-    out = args.out or default_out(scale)
+    out = (args.out or default_out(scale)).resolve()  # runs resume whatever folder the command is typed in
     out.mkdir(parents=True, exist_ok=True)
     if args.one:
         experiment = next(e for e in all_experiments(scale) if e.id == args.one)

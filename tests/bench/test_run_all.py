@@ -21,10 +21,19 @@ from fedseg.models.checkpoint import load_checkpoint
 from fedseg.training.config import OptimConfig, TrainConfig
 from simulations.bench import parts
 from simulations.bench.results import write_results
-from simulations.bench.run_all import CPU, FULL, QUICK, all_experiments, plan, show_plan, work_of
+from simulations.bench.run_all import (
+    CPU,
+    FULL,
+    QUICK,
+    all_experiments,
+    plan,
+    pooled_train_config,
+    show_plan,
+    work_of,
+)
 from tests.conftest import REPO, require_shared_data
 
-SLICE = "accuracy-retina-chase-db1--pooled--seed0@steps-1-36"
+SLICE = "accuracy-retina-chase-db1--pooled--seed0@steps-1-72"
 HEADLINE_ROWS = {"pooled", "+ HE", "+ HE + DP (epsilon 8)"}
 
 
@@ -73,8 +82,16 @@ def test_the_cpu_profile_trains_every_row_at_least_the_time_to_dice_budget() -> 
         work = work_of(CPU, experiment)
         if work.unit == "rounds":
             assert work.total == 24
-        elif work.unit == "steps":
-            assert work.total >= 720  # pooled: at least the 750-ish steps at batch 8 (0.702 at step 750)
+        elif work.unit == "steps":  # pooled: the federation's compute, rounds x local steps at every site
+            assert work.total == 24 * 30 * experiment.settings["sites"] >= 1440
+
+
+def test_a_pooled_row_trains_the_steps_its_plan_counts(tmp_path: Path) -> None:
+    require_shared_data()
+    for experiment in [e for e in all_experiments(CPU) if e.kind == "pooled"]:
+        config = pooled_train_config(CPU, experiment, tmp_path)
+        assert config.steps == work_of(CPU, experiment).total == 720 * experiment.settings["sites"]
+        assert config.optim.schedule == "onecycle" and config.checkpoint_every == config.steps // 4
 
 
 def test_the_cpu_plan_cuts_every_row_into_parts_of_at_most_ten_minutes() -> None:
@@ -161,7 +178,7 @@ def test_a_quick_slice_runs_as_a_part_and_its_files_parse(tmp_path: Path, capsys
     low, high = row["heldout"]["dice_ci95"]
     assert low <= row["heldout"]["dice"] <= high and row["seconds"] > 0
     progress = json.loads((tmp_path / "progress.json").read_text())
-    assert progress[SLICE]["done"] and progress[SLICE]["reached"] == 36
+    assert progress[SLICE]["done"] and progress[SLICE]["reached"] == 72
     results = (tmp_path / "RESULTS.md").read_text()
     assert "NOT results" in results
     table = [line for line in results.splitlines() if line.startswith("| pooled |")]

@@ -43,7 +43,8 @@ def test_resume_refuses_changed_settings_or_resume_off(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path, config)
     folder.start()
     folder.save_models(1, _weights(config), validation_dice=None, best_validation_dice=None)
-    with pytest.raises(ConfigError, match=r"run config changed: \['lr'\]"):
+    lr = config.optim.lr
+    with pytest.raises(ConfigError, match=rf"run config changed \(lr: {lr} -> 0.5\); run it with the settings of its"):
         RunFolder(tmp_path, replace(config, optim=replace(config.optim, lr=0.5))).start()
     with pytest.raises(ConfigError, match="resume = true"):
         RunFolder(tmp_path, replace(config, resume=False)).start()
