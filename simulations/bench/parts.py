@@ -115,6 +115,7 @@ def record(out: Path, part: Part, *, reached: int, seconds: float) -> bool:
     progress[part.name] = {
         "done": done,
         "reached": reached,
+        "total": part.total,
         "seconds": entry["seconds"] + seconds,
         "attempts": entry["attempts"] + 1,
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -124,8 +125,11 @@ def record(out: Path, part: Part, *, reached: int, seconds: float) -> bool:
 
 
 def is_done(out: Path, part: Part) -> bool:
-    """Recorded done, or its row finished (its JSON exists: the row ran whole, outside the parts)."""
-    return (out / f"{part.experiment}.json").exists() or read_progress(out).get(part.name, {}).get("done", False)
+    """Recorded done for a row of the same length (a row whose rounds or steps changed starts again), or its
+    row finished (its JSON exists: the row ran whole, outside the parts)."""
+    entry = read_progress(out).get(part.name, {})
+    same_row = entry.get("total", part.total) == part.total  # records from before "total" was kept: the same
+    return (out / f"{part.experiment}.json").exists() or (entry.get("done", False) and same_row)
 
 
 def row_seconds(out: Path, experiment: str) -> float:

@@ -131,6 +131,8 @@ def test_progress_records_attempts_and_done_parts(tmp_path: Path) -> None:
     entry = parts.read_progress(tmp_path)[part.name]
     assert entry["attempts"] == 2 and entry["seconds"] == 720.0 and entry["reached"] == 6
     assert parts.row_seconds(tmp_path, "row") == 720.0
+    longer = parts.Part("row@rounds-1-6", "row", "rounds", 1, 6, 30, 8.0)  # the same part of a longer row
+    assert not parts.is_done(tmp_path, longer)
 
 
 def test_pooled_training_runs_in_parts_and_resumes(synth_root: Path, tmp_path: Path) -> None:
