@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,16 @@ def not_run(pending: list[tuple[str, str]], table: str, columns: int) -> list[st
     return [f"| {label} | {NOT_RUN} |" + " |" * (columns - 2) for t, label in pending if t == table]
 
 
-def accuracy_section(results: list[dict[str, Any]], out: Path, pending: list[tuple[str, str]]) -> list[str]:
+def accuracy_section(
+    results: list[dict[str, Any]], out: Path, pending: list[tuple[str, str]], order: list[tuple[str, str]]
+) -> list[str]:
+    """One table per held-out centre, its rows in the suite's ``order`` (a (table, label) per run, so a
+    label appears once per seed); a row with seeds still to run shows how many of them are done."""
     lines: list[str] = []
     tables = {r["table"] for r in results} | {table for table, _ in pending}
     for table in sorted(t for t in tables if t.startswith("accuracy/")):
-        rows = accuracy_rows(results, table)
+        rows = {row["label"]: row for row in accuracy_rows(results, table)}
+        planned = Counter(label for t, label in order if t == table)
         _, task, heldout = table.split("/", 2)
         lines += [
             f"### {task}: held-out {heldout}",
@@ -76,32 +81,47 @@ def accuracy_section(results: list[dict[str, Any]], out: Path, pending: list[tup
             "| Training | Held-out Dice | 95 % CI | seeds (sd) | epsilon | minutes |",
             "|---|---:|---|---|---:|---:|",
         ]
-        for row in rows:
-            ci = f"{row['ci'][0]:.3f}–{row['ci'][1]:.3f}" if row["ci"] else "–"
-            seeds = f"{row['seeds']}" + (f" ({row['dice_sd']:.3f})" if row["dice_sd"] is not None else "")
-            lines.append(
-                f"| {row['label']} | {_fmt(row['dice'])} | {ci} | {seeds} | {_fmt(row['epsilon'], 2)} | "
-                f"{row['seconds'] / 60:.1f} |"
-            )
-        lines += not_run(pending, table, 6)
-        lines += below_local_only(results, table, rows)
-        if not rows:
+        labels = list(dict.fromkeys([*planned, *rows]))
+        for label in labels:
+            if label in rows:
+                lines.append(accuracy_line(rows[label], planned[label]))
+            elif (table, label) in pending:
+                lines.append(f"| {label} | {NOT_RUN} |" + " |" * 4)
+        done = [rows[label] for label in labels if label in rows]
+        lines += below_local_only(results, table, done)
+        if not done:
             lines.append("")
             continue
-        figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2), dpi=110)
-        labels = [r["label"] for r in rows][::-1]
-        values = [r["dice"] or 0.0 for r in rows][::-1]
-        errors = [
-            [v - (r["ci"] or [v, v])[0] for v, r in zip(values, rows[::-1])],
-            [(r["ci"] or [v, v])[1] - v for v, r in zip(values, rows[::-1])],
-        ]
-        axis.barh(labels, values, xerr=errors, capsize=3, color="#4c72b0")
-        axis.set(xlim=(0, 1), xlabel=f"Dice on held-out {heldout} (95 % CI)", title=f"{task}: held-out {heldout}")
-        axis.grid(axis="x", alpha=0.3)
-        name = f"accuracy-{task}-{heldout.replace('/', '-')}.png"
-        save_figure(figure, out / name)
+        name = accuracy_plot(done, task, heldout, out)
         lines += ["", f"![{table}]({name})", ""]
     return lines
+
+
+def accuracy_plot(rows: list[dict[str, Any]], task: str, heldout: str, out: Path) -> str:
+    """A bar per row (top to bottom in the table's order), with its 95 % interval; returns the PNG's name."""
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2), dpi=110)
+    labels = [r["label"] for r in rows][::-1]
+    values = [r["dice"] or 0.0 for r in rows][::-1]
+    errors = [
+        [v - (r["ci"] or [v, v])[0] for v, r in zip(values, rows[::-1])],
+        [(r["ci"] or [v, v])[1] - v for v, r in zip(values, rows[::-1])],
+    ]
+    axis.barh(labels, values, xerr=errors, capsize=3, color="#4c72b0")
+    axis.set(xlim=(0, 1), xlabel=f"Dice on held-out {heldout} (95 % CI)", title=f"{task}: held-out {heldout}")
+    axis.grid(axis="x", alpha=0.3)
+    name = f"accuracy-{task}-{heldout.replace('/', '-')}.png"
+    save_figure(figure, out / name)
+    return name
+
+
+def accuracy_line(row: dict[str, Any], planned: int) -> str:
+    ci = f"{row['ci'][0]:.3f}–{row['ci'][1]:.3f}" if row["ci"] else "–"
+    seeds = f"{row['seeds']}" + (f" of {planned}" if planned > row["seeds"] else "")
+    seeds += f" ({row['dice_sd']:.3f})" if row["dice_sd"] is not None else ""
+    return (
+        f"| {row['label']} | {_fmt(row['dice'])} | {ci} | {seeds} | {_fmt(row['epsilon'], 2)} | "
+        f"{row['seconds'] / 60:.1f} |"
+    )
 
 
 def below_local_only(results: list[dict[str, Any]], table: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -116,14 +136,39 @@ def below_local_only(results: list[dict[str, Any]], table: str, rows: list[dict[
             continue
         runs = [r for r in results if r["table"] == table and r["label"] == row["label"]]
         record = next((r["federation"] for r in runs if "federation" in r), None)
-        notes.append(f"- **{row['label']}** ({row['dice']:.3f}, below {best:.3f}): {explain(record)}")
+        prior = next((r["prior"] for r in runs if "prior" in r), None)
+        pooled = next((r["pooled"] for r in runs if "pooled" in r), None)
+        why = explain_pooled(pooled, rows) if pooled else explain(record, prior)
+        notes.append(f"- **{row['label']}** ({row['dice']:.3f}, below {best:.3f}): {why}")
     return ["", "Rows below local-only training, and what their runs recorded:", "", *notes] if notes else []
 
 
-def explain(record: dict[str, Any] | None) -> str:
-    """Why a federated row may score below local-only, from its ``federation`` record (labels, DP noise, gaps)."""
+def explain_pooled(pooled: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A pooled row draws its batches from every centre's labelled images in proportion: name the shares and
+    the local-only score of each centre it pools."""
+    labelled = pooled["labelled"]
+    total = sum(labelled.values())
+    local = {r["label"].removeprefix("local only: "): r["dice"] for r in rows if r["label"].startswith("local only")}
+    shares = ", ".join(
+        f"{centre} {n} ({100 * n / total:.0f} %"
+        + (f"; alone it scores {local[centre]:.3f} here" if local.get(centre) is not None else "")
+        + ")"
+        for centre, n in labelled.items()
+    )
+    return f"its batches are drawn from the pooled labelled images in proportion: {shares}."
+
+
+def explain(record: dict[str, Any] | None, prior: dict[str, Any] | None = None) -> str:
+    """Why a federated row may score below local-only, from its ``federation`` record (labels, DP noise, gaps)
+    and, for a row that started from the public prior, the prior's own held-out score."""
     sites = (record or {}).get("sites", {})
     reasons = []
+    if prior:
+        ci = prior.get("dice_ci95") or [prior["dice"]] * 2
+        reasons.append(
+            f"it started from the public prior (generated images only), which alone scores {prior['dice']:.3f} "
+            f"({ci[0]:.3f}–{ci[1]:.3f}) here"
+        )
     partial = {s: f for s, f in sites.items() if "labelled" in f and f["labelled"] < f.get("examples", 0)}
     if partial:
         counts = ", ".join(f"{s} {f['labelled']} of {f['examples']}" for s, f in partial.items())
@@ -284,9 +329,13 @@ def _protect_line(model: dict[str, Any]) -> str:
     return f"| encrypt, per site | {model['encrypt_seconds_per_site']:.2f} s |"
 
 
-def write_results(out: Path, scale: str, *, pending: list[tuple[str, str]] | None = None) -> Path:
-    """RESULTS.md from the experiment JSON files in ``out``; ``pending`` (table, label) rows show as not run yet."""
+def write_results(
+    out: Path, scale: str, *, pending: list[tuple[str, str]] | None = None, order: list[tuple[str, str]] | None = None
+) -> Path:
+    """RESULTS.md from the experiment JSON files in ``out``; ``pending`` (table, label) rows show as not run yet;
+    ``order``: the suite's (table, label) of every run, in the order its tables list them."""
     results, pending = load(out), pending or []
+    order = order or [(r["table"], r["label"]) for r in results] + pending
     command = (
         f"python -m simulations.bench.run_all{'' if scale == 'full' else f' --profile {scale}'} --out {_shown(out)}"
     )
@@ -305,7 +354,7 @@ def write_results(out: Path, scale: str, *, pending: list[tuple[str, str]] | Non
         lines += [CPU_NOTE, ""]
     if not results and not pending:
         return atomic_write_text(out / "RESULTS.md", "\n".join(lines + ["No experiment has finished yet."]))
-    lines += ["## Accuracy on held-out centres", ""] + accuracy_section(results, out, pending)
+    lines += ["## Accuracy on held-out centres", ""] + accuracy_section(results, out, pending, order)
     lines += ["## Privacy and utility", ""] + privacy_section(results, out, pending)
     lines += ["## Cost", ""] + cost_section(results, out, pending)
     return atomic_write_text(out / "RESULTS.md", "\n".join(lines))

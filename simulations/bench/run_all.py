@@ -326,7 +326,27 @@ def scored_row(scale: Scale, experiment: Experiment, checkpoint: Path, work: Pat
     record = check_finished(scale, experiment, work) if experiment.kind == "federated" else None
     result = row_identity(scale, experiment)
     result |= {"heldout": score(scale, experiment, checkpoint, work), "privacy": privacy_of(work)}
+    if starts_from_prior(experiment):
+        result["prior"] = prior_score(scale, experiment, work.parent)
+    if experiment.kind == "pooled":
+        result["pooled"] = pooled_record(work)
     return result | ({"federation": record} if record else {})
+
+
+def pooled_record(work: Path) -> dict[str, Any]:
+    """What a pooled row's batches were drawn from: the labelled training images of each centre (its manifest)."""
+    manifest = json.loads((work / "run" / "manifest.json").read_text())
+    return {"labelled": {centre: len(split["labelled"]) for centre, split in manifest["centres"].items()}}
+
+
+def prior_score(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
+    """The public prior alone on the row's held-out centre (what a DP row started from), scored once per
+    centre and seed (the seed draws the polyp test split) and kept beside the prior."""
+    folder = public_prior(scale, experiment.settings["task"], work).parent
+    kept = folder / f"heldout-{_slug(experiment.settings['heldout'])}-seed{experiment.seed}.json"
+    if not kept.exists():
+        atomic_write_json(kept, score(scale, experiment, folder / "prior.pt", folder / kept.stem))
+    return json.loads(kept.read_text())
 
 
 def federated_run_config(scale: Scale, experiment: Experiment, work: Path) -> dict[str, Any]:
@@ -636,7 +656,7 @@ def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
     while not parts.is_done(out, part):
         print(f"{part.name} (about {part.minutes:.1f} min)", flush=True)
         code = run_child([*command, "--one-part", part.name])
-        write_results(out, scale.name, pending=pending_rows(scale, out))
+        rewrite_results(scale, out)
         if code != 0:
             print(f"  failed (exit {code}); see the log above", flush=True)
             return False
@@ -672,6 +692,12 @@ def self_command(scale: Scale, out: Path) -> list[str]:
     if scale.device != PROFILES[scale.name].device:
         command += ["--device", scale.device]
     return command
+
+
+def rewrite_results(scale: Scale, out: Path) -> Path:
+    """RESULTS.md of ``out``: the rows done, and the rest of the suite as not run yet, in the suite's order."""
+    order = [(e.table, e.label) for e in all_experiments(scale)]
+    return write_results(out, scale.name, pending=pending_rows(scale, out), order=order)
 
 
 def pending_rows(scale: Scale, out: Path) -> list[tuple[str, str]]:
@@ -726,9 +752,9 @@ def run_suite(scale: Scale, out: Path, *, budget_minutes: float | None, only: se
         if code != 0:
             print(f"  failed (exit {code}); see the log above", flush=True)
             failed.append(experiment.id)
-        write_results(out, scale.name, pending=pending_rows(scale, out))
+        rewrite_results(scale, out)
     remaining = [e.id for e in experiments if not (out / f"{e.id}.json").exists()]
-    write_results(out, scale.name, pending=pending_rows(scale, out))
+    rewrite_results(scale, out)
     print(
         f"{len(experiments) - len(remaining)} of {len(experiments)} experiments done; results in {out / 'RESULTS.md'}"
     )

@@ -66,3 +66,39 @@ def test_every_row_below_local_only_gets_a_note_and_no_other_row_does(tmp_path: 
     notes = [line for line in text.splitlines() if line.startswith("- **")]
     assert [n.split("**")[1] for n in notes] == ["FedAvg + 25 % labels", "pooled"]  # below 0.73, the best local-only
     assert "STARE 4 of 17" in notes[0] and "not explained" in notes[1]
+
+
+def test_a_row_that_started_from_the_prior_names_the_priors_own_score() -> None:
+    record = sites(A={"examples": 17, "labelled": 4, "noise_multiplier": 8.1, "sample_rate": 0.47})
+    text = explain(record, {"dice": 0.444, "dice_ci95": [0.432, 0.457]})
+    assert text.startswith("it started from the public prior (generated images only), which alone scores 0.444")
+    assert "(0.432–0.457)" in text and "DP-SGD noise multiplier A 8.1" in text
+
+
+def test_a_pooled_row_below_local_only_names_its_centres_shares_and_their_local_scores(tmp_path: Path) -> None:
+    pooled = {**row("pooled", 0.70), "kind": "pooled", "pooled": {"labelled": {"STARE": 17, "AV-WIDE": 26}}}
+    for result in (row("local only: STARE", 0.73), row("local only: AV-WIDE", 0.47), pooled):
+        (tmp_path / f"{result['id']}.json").write_text(json.dumps(result))
+    notes = [line for line in write_results(tmp_path, "cpu").read_text().splitlines() if line.startswith("- **")]
+    assert notes == [
+        "- **pooled** (0.700, below 0.730): its batches are drawn from the pooled labelled images in proportion: "
+        "STARE 17 (40 %; alone it scores 0.730 here), AV-WIDE 26 (60 %; alone it scores 0.470 here)."
+    ]
+
+
+def test_rows_keep_the_suites_order_and_show_the_seeds_still_to_run(tmp_path: Path) -> None:
+    for result in (row("+ DP (epsilon 8)", 0.40), row("local only: STARE", 0.73), row("pooled", 0.70)):
+        (tmp_path / f"{result['id']}.json").write_text(json.dumps(result))
+    order = [
+        (TABLE, label) for label in ("local only: STARE", "pooled", "pooled", "pooled", "FedAvg", "+ DP (epsilon 8)")
+    ]
+    pending = [(TABLE, "pooled"), (TABLE, "FedAvg")]
+    lines = write_results(tmp_path, "cpu", pending=pending, order=order).read_text().splitlines()
+    table = [line.split(" | ")[0:4] for line in lines if line.startswith("| ") and "Training" not in line]
+    assert [cells[0].removeprefix("| ") for cells in table] == [
+        "local only: STARE",
+        "pooled",
+        "FedAvg",
+        "+ DP (epsilon 8)",
+    ]
+    assert table[1][3] == "1 of 3" and table[2][1] == "not run yet"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from simulations.bench.run_all import (
     CPU,
     FULL,
     QUICK,
+    Experiment,
     all_experiments,
     plan,
     pooled_train_config,
@@ -261,6 +263,24 @@ def test_a_dp_row_is_configured_to_start_from_a_prior_made_from_generated_images
     made = prior.stat().st_mtime_ns
     again = federated_run_config(QUICK, row, tmp_path / "work" / "another-row")  # made once per task
     assert again["init-checkpoint"] == str(prior) and prior.stat().st_mtime_ns == made
+    check_the_prior_is_scored_once_per_centre_and_seed(row, tmp_path / "work", prior)
+
+
+def check_the_prior_is_scored_once_per_centre_and_seed(row: Experiment, work: Path, prior: Path) -> None:
+    from simulations.bench import run_all
+
+    scored: list[Path] = []
+
+    def score(_scale: object, experiment: Experiment, checkpoint: Path, _work: Path) -> dict:
+        scored.append(checkpoint)
+        return {"dice": 0.444 + experiment.seed, "dice_ci95": [0.432, 0.457]}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_all, "score", score)
+        first = run_all.prior_score(QUICK, row, work)
+        assert run_all.prior_score(QUICK, row, work) == first == {"dice": 0.444, "dice_ci95": [0.432, 0.457]}
+        assert run_all.prior_score(QUICK, replace(row, seed=1), work)["dice"] == 1.444
+    assert scored == [prior, prior]  # kept beside the prior: seed 0 scored once, seed 1 once
 
 
 def test_device_override_reaches_the_processes_the_suite_starts(tmp_path: Path) -> None:
