@@ -284,13 +284,17 @@ def run_federated(scale: Scale, experiment: Experiment, work: Path) -> Path:
 def federation_record(work: Path) -> dict[str, Any]:
     """What the server's ``rounds.jsonl`` says of a federated row: the rounds it finished, the rounds in which
     a site's update was left out, and each training site's facts in the last round (images, labelled images,
-    DP noise multiplier and sampling rate), which RESULTS.md uses to explain a row below local-only."""
+    DP noise multiplier and sampling rate), which RESULTS.md uses to explain a row below local-only; and the
+    held-out curve: [round, Dice] at every round the held-out centre was scored."""
     path = work / "run" / "rounds.jsonl"
     rounds = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     keys = ("examples", "labelled", "noise_multiplier", "sample_rate")
     return {
         "rounds": rounds[-1]["round"] if rounds else 0,
         "rounds_with_sites_left_out": [r["round"] for r in rounds if r.get("left_out")],
+        "heldout_curve": [
+            [r["round"], centre["dice"]] for r in rounds for centre in r.get("heldout", {}).values() if "dice" in centre
+        ],
         "sites": {site: {k: v for k, v in facts.items() if k in keys} for site, facts in rounds[-1]["train"].items()}
         if rounds
         else {},

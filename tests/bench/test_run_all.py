@@ -311,8 +311,10 @@ def test_a_federation_that_stopped_early_is_not_a_row(tmp_path: Path) -> None:
     assert record["rounds_with_sites_left_out"] == [8]
     assert record["sites"] == {"STARE": {k: v for k, v in facts.items() if k != "epsilon"}}
     rounds += [{"round": r, "train": {"STARE": facts}} for r in range(12, CPU.rounds + 1)]
+    for line in rounds[3::4]:  # the held-out centre scored every 4th round
+        line["heldout"] = {"CHASE_DB1": {"n_images": 28, "dice": line["round"] / 100}}
     (work / "run" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
-    check_finished(CPU, row, work)
+    assert check_finished(CPU, row, work)["heldout_curve"] == [[r, r / 100] for r in range(4, 25, 4)]
 
 
 def _children() -> dict[int, list[int]]:
