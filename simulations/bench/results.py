@@ -138,7 +138,7 @@ def below_local_only(results: list[dict[str, Any]], table: str, rows: list[dict[
         record = next((r["federation"] for r in runs if "federation" in r), None)
         prior = next((r["prior"] for r in runs if "prior" in r), None)
         pooled = next((r["pooled"] for r in runs if "pooled" in r), None)
-        why = explain_pooled(pooled, rows) if pooled else explain(record, prior)
+        why = explain_pooled(pooled, rows) if pooled else explain(record, prior, local_labels(results, table))
         notes.append(f"- **{row['label']}** ({row['dice']:.3f}, below {best:.3f}): {why}")
     return ["", "Rows below local-only training, and what their runs recorded:", "", *notes] if notes else []
 
@@ -158,10 +158,19 @@ def explain_pooled(pooled: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return f"its batches are drawn from the pooled labelled images in proportion: {shares}."
 
 
-def explain(record: dict[str, Any] | None, prior: dict[str, Any] | None = None) -> str:
-    """Why a federated row may score below local-only, from its ``federation`` record (labels, DP noise, gaps)
-    and, for a row that started from the public prior, the prior's own held-out score."""
-    sites = (record or {}).get("sites", {})
+def local_labels(results: list[dict[str, Any]], table: str) -> dict[str, int]:
+    """Each site's labelled images in its local-only row of ``table`` (every label of the site)."""
+    local = [r for r in results if r["table"] == table and r["label"].startswith("local only")]
+    return {site: f["labelled"] for r in local for site, f in r.get("federation", {}).get("sites", {}).items()}
+
+
+def explain(
+    record: dict[str, Any] | None, prior: dict[str, Any] | None = None, local: dict[str, int] | None = None
+) -> str:
+    """Why a federated row may score below local-only, from its ``federation`` record (labels, DP noise, gaps),
+    the labelled images of each site's local-only row (``local``) and, for a row that started from the public
+    prior, the prior's own held-out score."""
+    sites, local = (record or {}).get("sites", {}), local or {}
     reasons = []
     if prior:
         ci = prior.get("dice_ci95") or [prior["dice"]] * 2
@@ -169,9 +178,10 @@ def explain(record: dict[str, Any] | None, prior: dict[str, Any] | None = None) 
             f"it started from the public prior (generated images only), which alone scores {prior['dice']:.3f} "
             f"({ci[0]:.3f}–{ci[1]:.3f}) here"
         )
-    partial = {s: f for s, f in sites.items() if "labelled" in f and f["labelled"] < f.get("examples", 0)}
+    whole = {s: max(f.get("examples", 0), local.get(s, 0)) for s, f in sites.items()}
+    partial = {s: f for s, f in sites.items() if "labelled" in f and f["labelled"] < whole[s]}
     if partial:
-        counts = ", ".join(f"{s} {f['labelled']} of {f['examples']}" for s, f in partial.items())
+        counts = ", ".join(f"{s} {f['labelled']} of {whole[s]}" for s, f in partial.items())
         reasons.append(f"labelled images per site {counts} (local-only rows train on every label of their site)")
     noisy = {s: f for s, f in sites.items() if "noise_multiplier" in f}
     if noisy:

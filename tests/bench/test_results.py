@@ -45,6 +45,7 @@ def sites(**facts: dict) -> dict:
             "left out in round(s) 9, 10",
         ),
         (sites(A={"examples": 9, "labelled": 9}), "its run recorded no cause: not explained."),
+        (sites(A={"examples": 4, "labelled": 4}), "its run recorded no cause: not explained."),
         (None, "its run recorded no cause: not explained."),
     ],
 )
@@ -102,3 +103,10 @@ def test_rows_keep_the_suites_order_and_show_the_seeds_still_to_run(tmp_path: Pa
         "+ DP (epsilon 8)",
     ]
     assert table[1][3] == "1 of 3" and table[2][1] == "not run yet"
+
+
+def test_a_row_that_trains_on_fewer_labels_than_the_sites_local_only_row_says_so() -> None:
+    # without Mean Teacher a site trains on its labelled images only: its record counts 4 examples, 4 labelled
+    record = sites(STARE={"examples": 4, "labelled": 4}, **{"AV-WIDE": {"examples": 6, "labelled": 6}})
+    text = explain(record, None, {"STARE": 17, "AV-WIDE": 26})
+    assert text.startswith("labelled images per site STARE 4 of 17, AV-WIDE 6 of 26 (local-only rows")
