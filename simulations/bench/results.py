@@ -61,7 +61,11 @@ NOT_RUN = "not run yet"
 
 def not_run(pending: list[tuple[str, str]], table: str, columns: int) -> list[str]:
     """Table lines for the rows of ``table`` that have no result yet."""
-    return [f"| {label} | {NOT_RUN} |" + " |" * (columns - 2) for t, label in pending if t == table]
+    return [not_run_line(label, columns) for t, label in pending if t == table]
+
+
+def not_run_line(label: str, columns: int) -> str:
+    return f"| {label} | {NOT_RUN} |" + " |" * (columns - 2)
 
 
 def accuracy_section(
@@ -86,7 +90,7 @@ def accuracy_section(
             if label in rows:
                 lines.append(accuracy_line(rows[label], planned[label]))
             elif (table, label) in pending:
-                lines.append(f"| {label} | {NOT_RUN} |" + " |" * 4)
+                lines.append(not_run_line(label, 6))
         done = [rows[label] for label in labels if label in rows]
         lines += below_local_only(results, table, done)
         if not done:
@@ -322,8 +326,8 @@ CPU_NOTE = (
     "federation's compute with the same settings: 24 x 30 steps for each of its training sites (1440 "
     "steps for two sites), which is also the federation's wall-clock budget on one machine, where the "
     "simulated sites share the cores. The minutes column is the wall time the row's parts took on this "
-    "machine (with whatever else ran beside them). Headline rows (pooled; + HE; + HE + DP epsilon 8) have 3 seeds, the "
-    "others 1. DP rows and every point of the privacy-utility curve start from fedseg's public prior "
+    "machine (with whatever else ran beside them). Headline rows (pooled; + HE; + HE + DP epsilon 8) have "
+    "3 seeds, the others 1. DP rows and every point of the privacy-utility curve start from fedseg's public prior "
     "(`fedseg prior`: 400 steps on generated images, no real image and no privacy spent): from random "
     "init DP-SGD learns nothing on a few dozen images per site (held-out CHASE_DB1 Dice 0.000 at this "
     "budget, `simulations/results/2026-11-22-nvidia-h100-cpu-profile`). Every model is its final global "
