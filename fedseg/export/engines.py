@@ -65,8 +65,13 @@ def export_torchscript(model: nn.Module, contract: ExportContract, path: Path, *
 
 
 def _onnx_digest(model: Any) -> str:
-    """Of the ONNX graph (nodes and weights): what decides the outputs."""
-    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()[:32]
+    """Of the whole ONNX model but its metadata and description: the graph (nodes and weights) and the
+    header that decides how it runs (IR version, opsets)."""
+    sealed = type(model)()
+    sealed.CopyFrom(model)
+    del sealed.metadata_props[:]
+    sealed.doc_string = ""
+    return hashlib.sha256(sealed.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 def _torchscript_digest(module: Any) -> str:
@@ -84,7 +89,13 @@ class OnnxRuntimeModel(nn.Module):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail, InvalidGraph, ... for a model it refuses
+            message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise ExportError(
+                f"{path}: ONNX Runtime cannot load this model ({message}); export it again with `fedseg export`."
+            ) from None
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

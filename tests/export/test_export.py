@@ -13,7 +13,8 @@ from PIL import Image
 from fedseg.cli import main
 from fedseg.export import ExportConfig, ExportError, export, read_contract
 from fedseg.export import exporter as export_module
-from fedseg.export.engines import OnnxRuntimeModel
+from fedseg.export.contract import METADATA_KEY, ExportContract
+from fedseg.export.engines import OnnxRuntimeModel, load_exported, write_onnx_contract
 from fedseg.inference.predictor import InferenceConfig
 from fedseg.models import ModelConfig, available_models, build_model
 from fedseg.models.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
@@ -154,3 +155,33 @@ def test_cli_export_then_predict_with_onnxruntime_matches_pytorch(retina_crops: 
         )
         == 2
     )  # a .pt is no ONNX file: a clean error
+
+
+def test_an_onnx_file_whose_header_was_changed_is_refused_naming_the_file(retina_crops: Path, tmp_path: Path) -> None:
+    """The seal covers the header (IR version, opsets) as well as the graph: a damaged header is caught
+    before ONNX Runtime sees it (hypothesis found one ONNX Runtime refused with its own raw error)."""
+    checkpoint = checkpoint_of(config_for("unet"), tmp_path / "m.pt")
+    path = export(export_config(checkpoint, tmp_path / "m.onnx", retina_crops)).path
+    model = onnx.load(str(path))
+    model.ClearField("ir_version")  # what a damaged header did: "Missing model IR version"
+    onnx.save(model, str(path))
+    with pytest.raises(ExportError, match=str(path)):
+        load_exported(path, "onnxruntime")
+
+
+def test_a_sealed_onnx_file_that_onnx_runtime_refuses_gives_an_error_naming_the_file(
+    retina_crops: Path, tmp_path: Path
+) -> None:
+    checkpoint = checkpoint_of(config_for("unet"), tmp_path / "m.pt")
+    path = export(export_config(checkpoint, tmp_path / "m.onnx", retina_crops)).path
+    model = onnx.load(str(path))
+    model.ClearField("ir_version")  # what a damaged header did: "Missing model IR version"
+    onnx.save(model, str(path))
+    write_onnx_contract(path, read_contract_unchecked(path))  # sealed again: only ONNX Runtime can object
+    with pytest.raises(ExportError, match=f"{path}: ONNX Runtime cannot load this model"):
+        load_exported(path, "onnxruntime")
+
+
+def read_contract_unchecked(path: Path) -> ExportContract:
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return ExportContract.loads(props[METADATA_KEY], source=str(path))
