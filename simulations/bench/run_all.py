@@ -321,8 +321,16 @@ def row_identity(scale: Scale, experiment: Experiment) -> dict[str, Any]:
         "kind": experiment.kind,
         "seed": experiment.seed,
         "scale": scale.name,
+        "machine": machine_description(scale.device),
         "settings": experiment.settings,
     }
+
+
+def machine_description(device: str) -> str:
+    """What a row ran on, as its results table names it: the GPU's name, or the CPU's cores."""
+    if device != "cpu" and torch.cuda.is_available():  # "cuda", "cuda:1" or "auto"
+        return torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()}-core {platform.machine()} CPU"
 
 
 def scored_row(scale: Scale, experiment: Experiment, checkpoint: Path, work: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.bench.results import explain, write_results
+from simulations.bench.results import explain, minutes_by_machine, minutes_text, within_noise, write_results
 
 TABLE = "accuracy/retina/CHASE_DB1"
 
@@ -110,3 +110,54 @@ def test_a_row_that_trains_on_fewer_labels_than_the_sites_local_only_row_says_so
     record = sites(STARE={"examples": 4, "labelled": 4}, **{"AV-WIDE": {"examples": 6, "labelled": 6}})
     text = explain(record, None, {"STARE": 17, "AV-WIDE": 26})
     assert text.startswith("labelled images per site STARE 4 of 17, AV-WIDE 6 of 26 (local-only rows")
+
+
+@pytest.mark.parametrize(
+    ("machines", "expected"),
+    [
+        ([("2-core x86_64 CPU", 1326.0)], "22.1 (2-core x86_64 CPU)"),
+        (
+            [("2-core x86_64 CPU", 1326.0), ("NVIDIA H200", 150.0), ("NVIDIA H200", 150.0)],
+            "22.1 (2-core x86_64 CPU), 2.5 (NVIDIA H200)",
+        ),
+        ([(None, 60.0)], "1.0"),
+    ],
+)
+def test_a_rows_minutes_are_given_per_machine(machines: list, expected: str) -> None:
+    runs = [{"machine": m, "seconds": s} if m else {"seconds": s} for m, s in machines]
+    assert minutes_text(minutes_by_machine(runs)) == expected
+
+
+def table_row(label: str, dice: float, ci: tuple[float, float], sd: float | None = None, seeds: int = 1) -> dict:
+    return {"label": label, "dice": dice, "ci": list(ci), "dice_sd": sd, "seeds": seeds}
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (table_row("pooled", 0.722, (0.682, 0.751)), "its 95 % interval (0.682–0.751) includes 0.731"),
+        (
+            table_row("FedAvg", 0.716, (0.704, 0.729)),
+            "the gap (0.015) is within twice the seed-to-seed standard deviation measured in this table "
+            "(+ HE: 0.031 over 3 seeds); this row has 1",
+        ),
+        (table_row("+ DP", 0.395, (0.381, 0.409)), ""),
+    ],
+)
+def test_a_gap_to_local_only_is_called_noise_only_within_the_noise_this_table_measured(
+    row: dict, expected: str
+) -> None:
+    rows = [
+        table_row("local only: STARE", 0.731, (0.72, 0.741)),
+        table_row("+ HE", 0.657, (0.61, 0.697), 0.031, 3),
+        row,
+    ]
+    assert within_noise(row, 0.731, rows) == expected
+
+
+def test_a_row_within_the_noise_is_not_called_unexplained(tmp_path: Path) -> None:
+    results = [row("local only: STARE", 0.73), row("FedAvg", 0.725)]  # interval 0.715-0.735 includes 0.73
+    for result in results:
+        (tmp_path / f"{result['id']}.json").write_text(json.dumps(result))
+    notes = [line for line in write_results(tmp_path, "cpu").read_text().splitlines() if line.startswith("- **")]
+    assert notes == ["- **FedAvg** (0.725, below 0.730): its 95 % interval (0.715–0.735) includes 0.730."]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -181,12 +182,15 @@ def test_a_quick_slice_runs_as_a_part_and_its_files_parse(tmp_path: Path, capsys
     assert row["heldout"]["n_images"] == 28 and 0 <= row["heldout"]["dice"] <= 1
     low, high = row["heldout"]["dice_ci95"]
     assert low <= row["heldout"]["dice"] <= high and row["seconds"] > 0
+    machine = f"{os.cpu_count()}-core {platform.machine()} CPU"  # every row names what it ran on
+    assert row["machine"] == machine
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress[SLICE]["done"] and progress[SLICE]["reached"] == 72
     results = (tmp_path / "RESULTS.md").read_text()
     assert "NOT results" in results
     table = [line for line in results.splitlines() if line.startswith("| pooled |")]
     assert len(table) == 1 and float(table[0].split("|")[2]) == round(row["heldout"]["dice"], 3)
+    assert table[0].endswith(f"({machine}) |")
     assert "| FedAvg | not run yet |" in results and "| encrypted aggregation | not run yet |" in results
     assert (tmp_path / "accuracy-retina-CHASE_DB1.png").stat().st_size > 1000
     show_plan(QUICK, tmp_path)
