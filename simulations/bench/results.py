@@ -42,7 +42,6 @@ def accuracy_rows(results: list[dict[str, Any]], table: str) -> list[dict[str, A
                 "dice_sd": _sd(dice),
                 "ci": [min(c[0] for c in ci), max(c[1] for c in ci)] if ci else None,
                 "epsilon": max(eps) if eps else None,
-                "seconds": sum(r["seconds"] for r in runs) / len(runs),
                 "minutes_by_machine": minutes_by_machine(runs),
                 "n_images": runs[0]["heldout"].get("n_images"),
             }
