@@ -37,13 +37,23 @@ class Costs:
 
     step: float = 0.9  # a site's step: 30 steps in 25.5-28.0 s (time-to-dice README, 24 x 30 run)
     dp: float = 2.1  # x a step under DP-SGD (dp_overhead, batch 16, crop 256: 2.04x)
-    mean_teacher: float = 1.25  # x a step with Mean Teacher (dp_overhead: dp+mean-teacher / dp = 1.2x)
+    # x a step with Mean Teacher (STARE-held-out row, 2 cores: 2.2 s a site's step, 0.87 without it)
+    mean_teacher: float = 2.5
+    # x a step with both (CHASE_DB1-held-out DP epsilon 8 row, 2 cores: 150 s a round of 2 x 30 steps)
+    dp_mean_teacher: float = 2.7
     round: float = 3.0  # aggregation and messages per round (time-to-dice README: 2-3 s)
     he_round: float = 4.0  # mask, encrypt, sum, decrypt per round (he_overhead quick: +1.8 s at 3 sites)
     start: float = 45.0  # SuperLink, Ray, the sites' first data load: a part's fixed cost
     megapixels_per_second: float = 0.45  # full-resolution scoring (CHASE_DB1, 27 MP: about 60 s)
     validation: float = 10.0  # the training sites' validation images, at every scoring round
     bench: float = 6.0  # minutes of a cost benchmark
+
+    def step_factor(self, *, dp: bool, mean_teacher: bool) -> float:
+        """A site's step with DP-SGD and/or Mean Teacher, as a multiple of a plain step. Not a product:
+        Mean Teacher's extra forward passes cost less next to DP's per-sample gradients."""
+        if dp and mean_teacher:
+            return self.dp_mean_teacher
+        return self.dp if dp else self.mean_teacher if mean_teacher else 1.0
 
 
 COSTS = Costs()

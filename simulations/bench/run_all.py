@@ -545,9 +545,7 @@ def work_of(scale: Scale, experiment: Experiment, costs: parts.Costs = parts.COS
         chunk_seconds = (scale.local_steps * costs.step,) * chunks
         return parts.Work(experiment.id, "steps", steps, scale.local_steps, chunk_seconds, 20.0, final)
     settings = experiment.settings
-    factor = (costs.dp if settings.get("dp-epsilon") else 1.0) * (
-        costs.mean_teacher if settings.get("mean-teacher") else 1.0
-    )
+    factor = costs.step_factor(dp=bool(settings.get("dp-epsilon")), mean_teacher=bool(settings.get("mean-teacher")))
     training = _training_sites(experiment) * scale.local_steps * costs.step * factor
     every = int(scale.run_config.get("evaluate-every", 1))
     rounds = []

@@ -116,6 +116,27 @@ def test_the_cpu_plan_cuts_every_row_into_parts_of_at_most_ten_minutes() -> None
     assert headline == cpu_plan[: len(headline)]  # the headline table runs first
 
 
+@pytest.mark.parametrize(
+    ("dp", "mean_teacher", "factor"), [(False, False, 1.0), (True, False, 2.1), (False, True, 2.5), (True, True, 2.7)]
+)
+def test_a_steps_cost_with_dp_and_mean_teacher_is_the_measured_factor_not_a_product(
+    dp: bool, mean_teacher: bool, factor: float
+) -> None:
+    assert parts.COSTS.step_factor(dp=dp, mean_teacher=mean_teacher) == factor
+
+
+def test_the_plan_prices_a_mean_teacher_round_as_two_cores_measured_it() -> None:
+    # rounds.jsonl of the STARE-held-out Mean Teacher row on 2 cores: 134-155 s a round without scoring
+    # (the old product of factors planned 70 s, and every part overran its ten minutes)
+    row = "accuracy-retina-stare--fedavg--25--labels--mean-teacher--seed0"
+    work = work_of(CPU, next(e for e in all_experiments(CPU) if e.id == row))
+    assert 130 <= work.seconds[0] <= 160
+    # CHASE_DB1-held-out DP epsilon 8 row (Mean Teacher too): 131-160 s
+    row = "accuracy-retina-chase-db1--dp-epsilon-8--seed0"
+    work = work_of(CPU, next(e for e in all_experiments(CPU) if e.id == row))
+    assert 130 <= work.seconds[0] <= 165
+
+
 def test_cut_fits_the_budget_and_keeps_at_least_one_unit_per_part() -> None:
     work = parts.Work("row", "rounds", 5, 1, (100.0, 100.0, 400.0, 100.0, 100.0), start=50.0, final=40.0)
     cut = parts.cut(work, budget_minutes=5.0)  # 300 s
