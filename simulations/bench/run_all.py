@@ -656,6 +656,17 @@ def run_parts(
     return 0
 
 
+def planned_part(scale: Scale, name: str) -> parts.Part:
+    """The part of today's plan named ``name``; a clear error when the plan changed since it was named."""
+    found = [p for p in plan(scale) if p.name == name]
+    if not found:
+        raise SystemExit(
+            f"part {name} is not in the {scale.name} profile's plan any more: its rows or costs changed since the "
+            "command started (simulations/bench/parts.py). Nothing was lost: see --plan and run the new names"
+        )
+    return found[0]
+
+
 def run_to_the_end(scale: Scale, part: parts.Part, out: Path) -> bool:
     """Run ``part`` in a process of its own, again while it stops at the time limit having made progress;
     False when it failed or made none (the run folder's ``flwr-run.log`` says why)."""
@@ -807,7 +818,7 @@ def main() -> int:
         atomic_write_json(out / f"{experiment.id}.json", run_experiment(scale, experiment, out))
         return 0
     if args.one_part:
-        run_part(scale, next(p for p in plan(scale) if p.name == args.one_part), out)
+        run_part(scale, planned_part(scale, args.one_part), out)
         return 0
     if args.list:
         for experiment in all_experiments(scale):

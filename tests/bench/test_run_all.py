@@ -30,6 +30,7 @@ from simulations.bench.run_all import (
     Experiment,
     all_experiments,
     plan,
+    planned_part,
     pooled_train_config,
     show_plan,
     work_of,
@@ -144,6 +145,12 @@ def test_cut_fits_the_budget_and_keeps_at_least_one_unit_per_part() -> None:
     assert [round(p.minutes * 60) for p in cut] == [250, 450, 290]  # a unit over budget still gets a part
     steps = parts.Work("pooled", "steps", 100, 30, (30.0,) * 4, start=0.0, final=0.0)
     assert [(p.first, p.last) for p in parts.cut(steps, budget_minutes=1.0)] == [(1, 60), (61, 100)]
+
+
+def test_a_part_named_by_an_older_plan_is_refused_naming_the_part_and_the_fix() -> None:
+    assert planned_part(CPU, SLICE.replace("-1-72", "-1-510")).first == 1
+    with pytest.raises(SystemExit, match=r"part row@rounds-16-20 is not in the cpu profile's plan any more.*--plan"):
+        planned_part(CPU, "row@rounds-16-20")
 
 
 def test_progress_records_attempts_and_done_parts(tmp_path: Path) -> None:
