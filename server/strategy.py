@@ -284,6 +284,10 @@ class FederatedSegmentation:
             if server_round > first:
                 self.discover(strict=False)
             outcome = self.run_round(server_round, model)
+            if self.folder.stop_requested():
+                stopped = f"asked to stop ({self.folder.stop_request}) in round {server_round}, which was not recorded"
+                logger.info("stopping: %s; it runs again when the run resumes", stopped)
+                break
             for site, reason in outcome.left_out.items():
                 logger.info("round %d: %s left out: %s", server_round, site, reason)
             if outcome.training.model is None:

@@ -13,6 +13,10 @@
                           holds the plaintext model; a site turns them into .pt with `fedseg decrypt`
     checkpoints/server.pt the server's resume point: round, global model (or its ciphertext), best score
     summary.md, learning_curve.png
+    STOP                  written by whoever stops the run from outside before stopping it (the results
+                          suite's parts do): the round in progress is not recorded, and runs again when
+                          the run resumes (its sites answer it again from their saved replies); a run
+                          that starts removes it
 
 Order of writes per round: the round's log lines, then the checkpoints, then the resume point.
 A crash between them leaves log lines for a round that has no resume point; resuming drops them.
@@ -50,6 +54,7 @@ from fedseg.tracking.metrics import round_metrics
 
 logger = logging.getLogger(__name__)
 
+STOP_FILE = "STOP"
 SERVER_STATE_KEYS = {"round", "weights", "encrypted", "best_validation_dice"}
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = {"num-server-rounds", "resume", "round-timeout", "min-train-sites", "device", "tracking"}
@@ -77,6 +82,7 @@ class RunFolder:
         self.best_encrypted = self.root / "checkpoints" / "best.he"
         self.server_state = self.root / "checkpoints" / "server.pt"
         self.summary = self.root / "summary.md"
+        self.stop_request = self.root / STOP_FILE
         self.curve = self.root / "learning_curve.png"
         self.tracker = Tracker()  # opened by start(): only the server tracks, never a site
 
@@ -88,6 +94,9 @@ class RunFolder:
     def start(self) -> ResumePoint | None:
         """Create the folder, or find where a previous run with the same settings stopped."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.stop_requested():
+            logger.info("%s: removed the stop request of an earlier run", self.stop_request)
+            self.stop_request.unlink()
         current = self.config.to_run_config()
         point = self._start_or_resume(current)
         self.tracker = open_tracker(self.config.tracking, run_folder=self.root, experiment=self.config.experiment)
@@ -142,6 +151,11 @@ class RunFolder:
                 write_jsonl(path, [line for line in read_jsonl(path) if int(line["round"]) <= last_round])
 
     # -- after every round ----------------------------------------------------------------------
+    def stop_requested(self) -> bool:
+        """Whether the run is being stopped from outside: the round in progress must not be recorded (its
+        sites may have failed only because they were being stopped)."""
+        return self.stop_request.exists()
+
     def record_round(self, record: Mapping[str, Any], ledger: list[Mapping[str, Any]]) -> None:
         append_jsonl(self.rounds, dict(record))
         for entry in ledger:

@@ -178,7 +178,11 @@ def simulate_until(config: dict[str, Any], stop: Stop) -> int:
     """Run (or resume) the federation of ``config`` until round ``stop.last`` is saved, the run ends or
     the deadline passes; the simulation is then stopped, and the next call resumes it. A last part
     lets the run end by itself (summary, learning curve). Returns the last saved round. The log of
-    ``flwr run`` is appended to ``<out>/flwr-run.log``."""
+    ``flwr run`` is appended to ``<out>/flwr-run.log``.
+
+    Before stopping a running federation it writes the run folder's ``STOP`` file, so the server does
+    not record the round in progress, whose sites fail only because they are being stopped."""
+    from fedseg.federation.run_outputs import STOP_FILE
     from simulations import launch
 
     out = Path(config["out"])
@@ -193,21 +197,29 @@ def simulate_until(config: dict[str, Any], stop: Stop) -> int:
     superlink = launch.start_superlink(port)
     command = [str(launch.bin_dir() / "flwr"), "run", str(launch.REPO), launch.CONNECTION, "--stream"]
     command += ["--run-config", str(out / "run-config.toml"), "--federation-config", f"num-supernodes={n_sites}"]
+    process, ended = None, False
     try:
         with (out / "flwr-run.log").open("ab") as log:
             process = subprocess.Popen(command, cwd=launch.REPO, env=launch.flower_env(), stdout=log, stderr=log)
             while process.poll() is None and saved_round(out) < until and time.monotonic() < stop.deadline:
                 time.sleep(2.0)
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            ended = process.poll() is not None  # the run ended by itself (not stopped from here or by a signal)
     finally:
+        if not ended:
+            (out / STOP_FILE).touch()  # before anything is stopped: the round in progress is not recorded
+        if process is not None and process.poll() is None:
+            _terminate(process)
         launch.stop(superlink)
     return saved_round(out)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def train_until(config: Any, stop: Stop, *, chunk: int) -> int:

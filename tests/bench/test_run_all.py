@@ -242,6 +242,29 @@ def test_saved_round_is_the_round_of_the_servers_resume_point(tmp_path: Path) ->
     assert parts.saved_round(tmp_path) == 2
 
 
+@pytest.mark.parametrize("run_ends_by_itself", [False, True])
+def test_a_federation_stopped_by_its_part_is_asked_to_drop_the_round_in_progress_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_ends_by_itself: bool
+) -> None:
+    """Sites stopped mid-round fail; without the STOP file the server recorded such a round with a site
+    "left out" (a held-out score lost in the STARE-held-out Mean Teacher row, round 4)."""
+    from simulations import launch
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "flwr").write_text("#!/bin/sh\n" + ("exit 0\n" if run_ends_by_itself else "exec sleep 60\n"))
+    (fake_bin / "flwr").chmod(0o755)
+    stop_file_when_stopped: list[bool] = []
+    monkeypatch.setattr(launch, "bin_dir", lambda: fake_bin)
+    monkeypatch.setattr(launch, "write_flower_config", lambda port: None)
+    monkeypatch.setattr(launch, "start_superlink", lambda port: None)
+    monkeypatch.setattr(launch, "stop", lambda _: stop_file_when_stopped.append((run / "STOP").exists()))
+    run = tmp_path / "run"
+    config = {"out": str(run), "num-server-rounds": 24, "site-map": "A,B,heldout:C"}
+    assert parts.simulate_until(config, parts.Stop(4, time.monotonic() + 3.0)) == 0
+    assert stop_file_when_stopped == [not run_ends_by_itself]
+
+
 def test_a_part_stopped_at_the_time_limit_runs_again_while_it_makes_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -385,6 +408,7 @@ def test_sigterm_stops_the_suite_and_every_process_of_its_simulation(tmp_path: P
     suite.send_signal(signal.SIGTERM)
     output, _ = suite.communicate(timeout=150)
     assert suite.returncode == 143 and "run the same command again to resume" in output
+    assert (tmp_path / "work" / part.split("@")[0] / "run" / "STOP").exists()  # the round in progress is dropped
     time.sleep(2)
     left = [pid for pid in started if Path(f"/proc/{pid}").exists() and "<defunct>" not in _cmdline(pid)]
     assert not left, [_cmdline(pid) for pid in left]

@@ -206,3 +206,35 @@ def test_a_full_run_writes_typed_rounds_and_encrypted_checkpoints(credentials: P
         assert math.isclose(line["validation_dice"], 0.75) and "_he" not in line and "_ledger" not in line
     assert (tmp_path / "run" / "checkpoints" / "last.he").exists()
     assert torch.load(tmp_path / "run" / "checkpoints" / "server.pt", weights_only=True)["round"] == 2
+
+
+def test_a_round_in_progress_when_the_run_is_asked_to_stop_is_not_recorded(credentials: Path, tmp_path: Path) -> None:
+    """The results suite writes STOP, then stops the simulation: sites fail only because they are stopped."""
+    run = tmp_path / "run"
+    calls = {"A": 0}
+
+    def stopped_in_round_2(site: FakeSite, message: Message) -> Message:
+        calls["A"] += 1
+        if calls["A"] < 2:
+            return site.train(message)
+        (run / "STOP").touch()  # what simulations.bench.parts.simulate_until writes before it stops the run
+        return failing(site, message)
+
+    strategy, _ = make_federation(
+        credentials, run, trainers=("A", "B"), he=False, num_server_rounds=3, behaviour={"A": {"train": stopped_in_round_2}}
+    )
+    strategy.run()
+    assert [r["round"] for r in read_jsonl(run / "rounds.jsonl")] == [1]  # not round 2 with A "left out"
+    assert torch.load(run / "checkpoints" / "server.pt", weights_only=True)["round"] == 1
+    assert "asked to stop" in (run / "summary.md").read_text() and "round 2, which was not recorded" in (
+        run / "summary.md"
+    ).read_text()
+
+
+def test_a_stop_request_left_by_an_earlier_run_is_removed_when_a_run_starts(credentials: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "STOP").touch()
+    strategy, _ = make_federation(credentials, run, trainers=("A", "B"), he=False, num_server_rounds=2)
+    strategy.run()
+    assert [r["round"] for r in read_jsonl(run / "rounds.jsonl")] == [1, 2] and not (run / "STOP").exists()
